@@ -1,0 +1,361 @@
+//! One connection's loop. It serves every load model: the shard decides when a request
+//! may start (`Shard::take_ticket`), this loop sends it, reads the response and records it.
+//!
+//! Per request it does one write and (usually) one read, copies the pre-rendered request
+//! into a reusable buffer, and touches only shard-local state: no formatting, no
+//! allocation, no locks, no atomics.
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::io::AsRawFd;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use glommio::timer::Timer;
+
+use super::shard::{Abort, Shard, Ticket};
+use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
+use crate::stats::{ErrorKind, Metric};
+
+/// Initial read buffer; it grows (up to what a response head may need) only for huge heads.
+const READ_BUF: usize = 16 * 1024;
+
+/// Reconnection back-off after a failed connect: doubles from MIN to MAX, so a target
+/// that is down costs a few attempts per second per connection instead of a spinning core.
+const BACKOFF_MIN: Duration = Duration::from_millis(1);
+const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Longest single sleep, so that a sleeping connection notices an interrupted run promptly.
+const MAX_NAP: Duration = Duration::from_millis(100);
+
+/// A request written (or about to be written) on this connection, awaiting its response.
+#[derive(Clone, Copy, Debug)]
+struct InFlight {
+    ticket: Ticket,
+    sent: Instant,
+    written: bool,
+}
+
+struct Conn {
+    shard: Rc<Shard>,
+    idx: usize,
+    stream: Option<TcpStream>,
+    /// Responses received on the current connection (a stale keep-alive connection is
+    /// only recognisable as such once it has served one).
+    served: u64,
+    ever_connected: bool,
+    backoff: Duration,
+    buf: Vec<u8>,
+    /// Unparsed bytes are `buf[start..end]`.
+    start: usize,
+    end: usize,
+    parser: ResponseParser,
+    window: VecDeque<InFlight>,
+    wbuf: Vec<u8>,
+    timer: Timer,
+}
+
+/// How an exchange on the current connection ended, when it did not simply continue.
+enum Broken {
+    /// Fail every request in the window with this kind.
+    Fail(ErrorKind),
+    /// The server closed cleanly: resend the unanswered requests on a new connection.
+    Resend,
+    /// The run was interrupted: the window is cut off, not failed.
+    CutOff,
+}
+
+pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
+    let depth = 1;
+    let mut c = Conn {
+        shard,
+        idx,
+        stream: None,
+        served: 0,
+        ever_connected: false,
+        backoff: BACKOFF_MIN,
+        buf: vec![0; READ_BUF],
+        start: 0,
+        end: 0,
+        parser: ResponseParser::new(),
+        window: VecDeque::with_capacity(depth),
+        wbuf: Vec::new(),
+        timer: Timer::new(Duration::ZERO),
+    };
+    loop {
+        while c.window.len() < depth {
+            match c.shard.take_ticket(Instant::now()) {
+                Some(ticket) => c.window.push_back(InFlight {
+                    ticket,
+                    sent: Instant::now(),
+                    written: false,
+                }),
+                None => break,
+            }
+        }
+        if c.window.is_empty() {
+            break;
+        }
+        let step = match c.stream.is_none() {
+            true => c.connect().await,
+            false => Ok(()),
+        };
+        let step = match step {
+            Ok(()) => c.write().await,
+            Err(e) => Err(e),
+        };
+        let step = match step {
+            Ok(()) => c.read().await,
+            Err(e) => Err(e),
+        };
+        if let Err(broken) = step {
+            c.handle(broken).await;
+        }
+    }
+    c.close();
+}
+
+impl Conn {
+    fn watch(&self) -> &super::shard::Watch {
+        &self.shard.watches[self.idx]
+    }
+
+    async fn connect(&mut self) -> Result<(), Broken> {
+        let addrs = &self.shard.setup.addrs;
+        let first = self.shard.preferred_addr.get();
+        for k in 0..addrs.len() {
+            let i = (first + k) % addrs.len();
+            if let Ok(stream) =
+                TcpStream::connect_timeout(addrs[i], self.shard.setup.connect_timeout).await
+            {
+                let _ = stream.set_nodelay(true);
+                self.shard.preferred_addr.set(i);
+                let mut counters = self.shard.counters.borrow_mut();
+                counters.conns_opened += 1;
+                if self.ever_connected {
+                    counters.reconnects += 1;
+                }
+                drop(counters);
+                self.ever_connected = true;
+                self.backoff = BACKOFF_MIN;
+                self.served = 0;
+                self.watch().fired.set(None);
+                self.watch().fd.set(Some(stream.as_raw_fd()));
+                self.stream = Some(stream);
+                return Ok(());
+            }
+        }
+        Err(Broken::Fail(ErrorKind::Connect))
+    }
+
+    /// Write every request of the window that is not on the wire yet, in one write.
+    async fn write(&mut self) -> Result<(), Broken> {
+        self.wbuf.clear();
+        let now = Instant::now();
+        for f in self.window.iter_mut().filter(|f| !f.written) {
+            self.wbuf.extend_from_slice(self.shard.request(f.ticket));
+            f.written = true;
+            f.sent = now;
+        }
+        if self.wbuf.is_empty() {
+            return Ok(());
+        }
+        if self.watch().deadline.get().is_none() {
+            self.watch()
+                .deadline
+                .set(Some(now + self.shard.setup.timeout));
+        }
+        let stream = self.stream.as_mut().expect("connected before writing");
+        match stream.write_all(&self.wbuf).await {
+            Ok(()) => {
+                self.shard.counters.borrow_mut().bytes_written += self.wbuf.len() as u64;
+                Ok(())
+            }
+            Err(e) => Err(self.io_failure(ErrorKind::Write, &e)),
+        }
+    }
+
+    /// Read until at least one response is complete.
+    async fn read(&mut self) -> Result<(), Broken> {
+        loop {
+            let mut completed = false;
+            while self.start < self.end && !self.window.is_empty() {
+                match self.parser.feed(&self.buf[self.start..self.end], &mut ()) {
+                    Ok(Progress::Partial { consumed }) => {
+                        self.start += consumed;
+                        break;
+                    }
+                    Ok(Progress::Complete { consumed, head }) => {
+                        self.start += consumed;
+                        completed = true;
+                        if !self.complete(head) {
+                            return Err(Broken::Resend);
+                        }
+                    }
+                    Err(_) => return Err(Broken::Fail(ErrorKind::Parse)),
+                }
+            }
+            if completed {
+                self.compact();
+                return Ok(());
+            }
+            self.make_room()?;
+            let stream = self.stream.as_mut().expect("connected before reading");
+            match stream.read(&mut self.buf[self.end..]).await {
+                Ok(0) => return Err(self.eof()),
+                Ok(n) => {
+                    if let Some(why) = self.watch().fired.get() {
+                        return Err(aborted(why));
+                    }
+                    self.end += n;
+                    self.shard.counters.borrow_mut().bytes_read += n as u64;
+                }
+                Err(e) => return Err(self.io_failure(ErrorKind::Read, &e)),
+            }
+        }
+    }
+
+    /// Record the response to the oldest request. Returns false when the server will close
+    /// the connection after it.
+    fn complete(&mut self, head: ResponseHead) -> bool {
+        let f = self
+            .window
+            .pop_front()
+            .expect("a response answers a request in flight");
+        let now = Instant::now();
+        self.shard.counters.borrow_mut().record_status(head.status);
+        self.shard
+            .hists
+            .borrow_mut()
+            .record(Metric::Latency, now - f.sent);
+        self.served += 1;
+        self.parser.reset(self.shard.setup.head);
+        let next_deadline = self
+            .window
+            .front()
+            .map(|f| f.sent + self.shard.setup.timeout);
+        self.watch().deadline.set(next_deadline);
+        head.keep_alive
+    }
+
+    /// The peer closed the connection: maybe that ends a close-delimited body; maybe it is an
+    /// idle keep-alive connection the server let go of, and the requests go out again.
+    fn eof(&mut self) -> Broken {
+        if let Some(why) = self.watch().fired.get() {
+            return aborted(why);
+        }
+        match self.parser.on_eof(&mut ()) {
+            Ok(Some(head)) => {
+                self.complete(head);
+                Broken::Resend
+            }
+            Ok(None) if self.served > 0 => Broken::Resend,
+            Ok(None) | Err(_) => Broken::Fail(ErrorKind::Closed),
+        }
+    }
+
+    fn io_failure(&self, kind: ErrorKind, e: &io::Error) -> Broken {
+        if let Some(why) = self.watch().fired.get() {
+            return aborted(why);
+        }
+        let nothing_yet = !self.parser.in_progress() && self.start == self.end;
+        let reset = matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        );
+        if reset && nothing_yet && self.served > 0 {
+            return Broken::Resend;
+        }
+        Broken::Fail(kind)
+    }
+
+    async fn handle(&mut self, broken: Broken) {
+        self.close();
+        match broken {
+            Broken::Resend => {}
+            Broken::CutOff => {
+                self.shard.counters.borrow_mut().cut_off += self.window.len() as u64;
+                self.window.clear();
+            }
+            Broken::Fail(kind) => {
+                let n = self.window.len() as u64;
+                self.window.clear();
+                self.shard.counters.borrow_mut().record_error(kind, n);
+                if kind == ErrorKind::Connect {
+                    let nap = self.backoff;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                    let mut wake = Instant::now() + nap;
+                    if let Some(end) = self.shard.end {
+                        wake = wake.min(end);
+                    }
+                    self.sleep_until(wake).await;
+                }
+            }
+        }
+    }
+
+    /// Drop the connection and everything buffered for it.
+    fn close(&mut self) {
+        self.watch().fd.set(None);
+        self.watch().deadline.set(None);
+        self.watch().fired.set(None);
+        self.stream = None;
+        self.start = 0;
+        self.end = 0;
+        self.parser.reset(self.shard.setup.head);
+        for f in self.window.iter_mut() {
+            f.written = false;
+        }
+    }
+
+    fn compact(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Ensure there is free space after `end`: move unparsed bytes to the front, or grow
+    /// the buffer while a response head is still incomplete.
+    fn make_room(&mut self) -> Result<(), Broken> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end < self.buf.len() {
+            return Ok(());
+        }
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            return Ok(());
+        }
+        if self.buf.len() > MAX_HEAD {
+            return Err(Broken::Fail(ErrorKind::Parse));
+        }
+        self.buf.resize(self.buf.len() * 2, 0);
+        Ok(())
+    }
+
+    /// Sleep until `at`, in naps short enough to notice an interrupted run.
+    async fn sleep_until(&mut self, at: Instant) {
+        loop {
+            let now = Instant::now();
+            if now >= at || self.shard.stopping.get() {
+                return;
+            }
+            self.timer.reset((at - now).min(MAX_NAP));
+            (&mut self.timer).await;
+        }
+    }
+}
+
+fn aborted(why: Abort) -> Broken {
+    match why {
+        Abort::Timeout => Broken::Fail(ErrorKind::Timeout),
+        Abort::Stop => Broken::CutOff,
+    }
+}

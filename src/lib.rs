@@ -1,0 +1,48 @@
+//! blast: a thread-per-core HTTP/1.1 load engine.
+//!
+//! `Plan` (validated input) -> `engine::Run` (pinned shards) -> `Aggregator` (snapshots
+//! merged into a timeline and totals) -> `Report` (plain data, printed elsewhere).
+
+pub mod aggregate;
+pub mod cli;
+pub mod engine;
+pub mod http;
+pub mod limits;
+pub mod plan;
+pub mod report;
+pub mod stats;
+
+use aggregate::{Aggregator, TimelineRow};
+use plan::Plan;
+use report::{Report, SelfCost};
+
+/// Run the plan to its end. `on_row` sees each timeline row as soon as every shard has
+/// reported it (the live view).
+pub fn run(
+    plan: &Plan,
+    mut on_row: impl FnMut(&TimelineRow),
+) -> Result<Report, engine::EngineError> {
+    let cpu_before = limits::cpu_time();
+    let run = engine::Run::start(plan)?;
+    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval);
+    while !agg.all_done() {
+        // Every shard holds a sender until it ends, so this only fails once all are gone.
+        let Ok(snap) = run.snapshots.recv() else {
+            break;
+        };
+        for row in agg.push(snap) {
+            on_row(row);
+        }
+    }
+    run.join()?;
+    let cost = SelfCost {
+        cpu: limits::cpu_time().saturating_sub(cpu_before),
+        peak_rss_bytes: limits::peak_rss(),
+    };
+    Ok(Report::build(
+        &agg,
+        plan.config.clone(),
+        cost,
+        engine::interrupted(),
+    ))
+}

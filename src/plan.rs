@@ -1,0 +1,375 @@
+//! Turns what the user typed into a validated `Plan`. Every mistake the user can make is
+//! caught here, with one clear message, before any thread starts or any connection opens.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::RunArgs;
+use crate::http::request::{self, RequestSpec};
+use crate::limits;
+
+/// A user error: printed as one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct PlanError(pub String);
+
+fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
+    Err(PlanError(msg.into()))
+}
+
+/// When the run stops sending.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stop {
+    /// Exactly this many requests over all shards.
+    Requests(u64),
+    /// Stop sending after this long; in-flight requests get up to the timeout to finish.
+    #[serde(serialize_with = "ser_secs")]
+    Duration(Duration),
+}
+
+/// The validated run: everything the engine needs, nothing it has to check again.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Resolved addresses of the target, tried in order when connecting.
+    pub addrs: Vec<SocketAddr>,
+    /// CPU ids to pin one shard each on.
+    pub cpus: Vec<usize>,
+    pub conns: usize,
+    pub stop: Stop,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub interval: Duration,
+    /// Pre-rendered requests, sent in rotation.
+    pub requests: Vec<Vec<u8>>,
+    /// The method is HEAD: responses carry no body.
+    pub head: bool,
+    pub output: Output,
+    pub config: Config,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct Output {
+    pub quiet: bool,
+    pub json: Option<PathBuf>,
+    pub json_stdout: bool,
+}
+
+/// What ran, as recorded in the result document (`config`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Config {
+    pub url: String,
+    pub method: String,
+    pub cores: usize,
+    pub cpus: Vec<usize>,
+    pub conns: usize,
+    pub stop: Stop,
+    #[serde(serialize_with = "ser_secs")]
+    pub timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub connect_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
+    pub interval: Duration,
+    pub headers: Vec<String>,
+    pub body_bytes: usize,
+}
+
+fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+/// The parts of an `http://` URL that blast needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// Path and query, never empty.
+    pub path: String,
+    /// `Host` header value.
+    pub authority: String,
+}
+
+pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
+    let url = url::Url::parse(raw).map_err(|e| PlanError(format!("invalid URL {raw:?}: {e}")))?;
+    match url.scheme() {
+        "http" => {}
+        "https" => {
+            return err(format!(
+                "{raw}: https is not supported yet (TLS); use an http:// URL"
+            ))
+        }
+        other => return err(format!("{raw}: unsupported scheme {other:?}; use http://")),
+    }
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        None => return err(format!("{raw}: the URL has no host")),
+    };
+    let port = url.port_or_known_default().unwrap_or(80);
+    let mut path = url.path().to_string();
+    if path.is_empty() {
+        path.push('/');
+    }
+    if let Some(q) = url.query() {
+        path.push('?');
+        path.push_str(q);
+    }
+    let host_text = match url.host() {
+        Some(url::Host::Ipv6(ip)) => format!("[{ip}]"),
+        _ => host.clone(),
+    };
+    let authority = match url.port() {
+        Some(p) => format!("{host_text}:{p}"),
+        None => host_text,
+    };
+    Ok(Target {
+        host,
+        port,
+        path,
+        authority,
+    })
+}
+
+pub fn parse_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
+    humantime::parse_duration(raw.trim()).map_err(|e| {
+        PlanError(format!(
+            "{what}: cannot read {raw:?} as a duration ({e}); try 500ms, 10s or 2m"
+        ))
+    })
+}
+
+fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
+    let d = parse_duration(what, raw)?;
+    if d.is_zero() {
+        return err(format!("{what} must be greater than zero"));
+    }
+    Ok(d)
+}
+
+/// The CPUs this process may run on (respects `taskset` and cgroup cpusets, which
+/// glommio's own discovery ignores).
+pub fn allowed_cpus() -> Vec<usize> {
+    let mut ids: Vec<usize> = core_affinity::get_core_ids()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Pick `wanted` CPUs (all allowed ones by default).
+pub fn choose_cpus(wanted: Option<usize>) -> Result<Vec<usize>, PlanError> {
+    let allowed = allowed_cpus();
+    if allowed.is_empty() {
+        return err("cannot determine which CPUs this process may run on");
+    }
+    match wanted {
+        None => Ok(allowed),
+        Some(0) => err("--cores must be at least 1"),
+        Some(n) if n > allowed.len() => err(format!(
+            "--cores {n}: this process may run on {} CPU(s) only ({:?})",
+            allowed.len(),
+            allowed
+        )),
+        Some(n) => Ok(allowed[..n].to_vec()),
+    }
+}
+
+pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, PlanError> {
+    let addrs: Vec<SocketAddr> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| PlanError(format!("cannot resolve host {host:?}: {e}")))?
+        .collect();
+    if addrs.is_empty() {
+        return err(format!("host {host:?} resolved to no address"));
+    }
+    Ok(addrs)
+}
+
+impl Plan {
+    pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
+        let Some(raw_url) = args.url.as_deref() else {
+            return err("a target URL is required, e.g. blast http://127.0.0.1:8080/");
+        };
+        let target = parse_url(raw_url)?;
+        let cpus = choose_cpus(args.cores)?;
+        if args.conns == 0 {
+            return err("--conns must be at least 1");
+        }
+        let stop = match (args.requests, &args.duration) {
+            (Some(0), _) => return err("--requests must be at least 1"),
+            (Some(n), _) => Stop::Requests(n),
+            (None, Some(d)) => Stop::Duration(positive_duration("--duration", d)?),
+            (None, None) => Stop::Duration(Duration::from_secs(10)),
+        };
+        let timeout = positive_duration("--timeout", &args.timeout)?;
+        let connect_timeout = positive_duration("--connect-timeout", &args.connect_timeout)?;
+        let interval = positive_duration("--interval", &args.interval)?;
+        if interval < Duration::from_millis(10) {
+            return err("--interval must be at least 10ms");
+        }
+
+        let headers = args
+            .headers
+            .iter()
+            .map(|h| request::parse_header(h).map_err(PlanError))
+            .collect::<Result<Vec<_>, _>>()?;
+        let body = match (&args.body, &args.body_file) {
+            (Some(b), _) => b.clone().into_bytes(),
+            (None, Some(path)) => std::fs::read(path).map_err(|e| {
+                PlanError(format!("cannot read --body-file {}: {e}", path.display()))
+            })?,
+            (None, None) => Vec::new(),
+        };
+        let method = match &args.method {
+            Some(m) => {
+                let m = m.trim().to_ascii_uppercase();
+                if m.is_empty()
+                    || !m
+                        .bytes()
+                        .all(|b| b.is_ascii_alphabetic() || b == b'-' || b == b'_')
+                {
+                    return err(format!("--method {m:?} is not a valid HTTP method"));
+                }
+                m
+            }
+            None if !body.is_empty() => "POST".to_string(),
+            None => "GET".to_string(),
+        };
+
+        let addrs = resolve(&target.host, target.port)?;
+        limits::raise_nofile(args.conns).map_err(PlanError)?;
+        limits::check_memlock().map_err(PlanError)?;
+
+        let rendered = request::render(&RequestSpec {
+            method: &method,
+            path: &target.path,
+            host: &target.authority,
+            headers: &headers,
+            body: &body,
+        });
+        let output = Output {
+            quiet: args.quiet,
+            json_stdout: args.json.as_deref() == Some("-"),
+            json: args
+                .json
+                .as_deref()
+                .filter(|p| *p != "-")
+                .map(PathBuf::from),
+        };
+        let config = Config {
+            url: raw_url.to_string(),
+            method: method.clone(),
+            cores: cpus.len(),
+            cpus: cpus.clone(),
+            conns: args.conns,
+            stop,
+            timeout,
+            connect_timeout,
+            interval,
+            headers: args.headers.clone(),
+            body_bytes: body.len(),
+        };
+        Ok(Plan {
+            addrs,
+            cpus,
+            conns: args.conns,
+            stop,
+            timeout,
+            connect_timeout,
+            interval,
+            requests: vec![rendered],
+            head: method == "HEAD",
+            output,
+            config,
+        })
+    }
+
+    /// Connections given to shard `i`: as even a split as possible.
+    pub fn conns_of(&self, shard: usize) -> usize {
+        split(self.conns as u64, shard, self.cpus.len()) as usize
+    }
+
+    /// The request budget of shard `i` when the run is bounded by a count.
+    pub fn requests_of(&self, shard: usize) -> Option<u64> {
+        match self.stop {
+            Stop::Requests(n) => Some(split(n, shard, self.cpus.len())),
+            Stop::Duration(_) => None,
+        }
+    }
+}
+
+/// Shard `i`'s part of `total` split over `n` shards: the first `total % n` get one more.
+pub fn split(total: u64, i: usize, n: usize) -> u64 {
+    let n = n as u64;
+    total / n + u64::from((i as u64) < total % n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let t = parse_url("http://localhost:11435/api/generate").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.path.as_str()),
+            ("localhost", 11435, "/api/generate")
+        );
+        assert_eq!(t.authority, "localhost:11435");
+        let t = parse_url("http://127.0.0.1").unwrap();
+        assert_eq!(
+            (t.port, t.path.as_str(), t.authority.as_str()),
+            (80, "/", "127.0.0.1")
+        );
+        let t = parse_url("http://[::1]:8080/x?a=b&c").unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.path.as_str(), t.authority.as_str()),
+            ("::1", "/x?a=b&c", "[::1]:8080")
+        );
+        assert!(parse_url("https://example.com/")
+            .unwrap_err()
+            .0
+            .contains("not supported yet"));
+        assert!(parse_url("ftp://example.com/").is_err());
+        assert!(parse_url("not a url").is_err());
+        assert!(parse_url("http://").is_err());
+    }
+
+    #[test]
+    fn splits_are_exact() {
+        for total in [0u64, 1, 7, 100, 1001] {
+            for n in 1..=9 {
+                let parts: Vec<u64> = (0..n).map(|i| split(total, i, n)).collect();
+                assert_eq!(parts.iter().sum::<u64>(), total);
+                assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
+            }
+        }
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("x", "500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_duration("x", "2m").unwrap(), Duration::from_secs(120));
+        assert!(parse_duration("x", "ten").is_err());
+        assert!(positive_duration("x", "0s").is_err());
+    }
+
+    #[test]
+    fn cpus() {
+        let all = allowed_cpus();
+        assert!(!all.is_empty());
+        assert_eq!(choose_cpus(Some(1)).unwrap().len(), 1);
+        assert!(choose_cpus(Some(0)).is_err());
+        assert!(choose_cpus(Some(all.len() + 1)).is_err());
+    }
+}

@@ -1,0 +1,177 @@
+//! The result of a run as plain data (`Report`), and its printers. Printers take any
+//! `Write`; none of them touches a socket.
+
+pub mod json;
+pub mod text;
+
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::aggregate::{Aggregator, TimelineRow};
+use crate::plan::Config;
+use crate::stats::{ErrorKind, Metric, Summary};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Requests {
+    pub sent: u64,
+    pub completed: u64,
+    pub ok: u64,
+    pub failed: u64,
+    pub cut_off: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Transfer {
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    pub read_bytes_per_s: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Connections {
+    pub opened: u64,
+    pub reconnects: u64,
+}
+
+/// The result document. Its keys are a contract (see the README): add, never rename.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub elapsed_s: f64,
+    pub rps: f64,
+    pub requests: Requests,
+    pub status: BTreeMap<String, u64>,
+    pub errors: BTreeMap<&'static str, u64>,
+    pub latency_us: Summary,
+    /// Other distributions of the run (`latency_uncorrected_us`, `send_lag_us`, ...).
+    #[serde(flatten)]
+    pub distributions: BTreeMap<&'static str, Summary>,
+    pub transfer: Transfer,
+    pub connections: Connections,
+    pub client_cpu_us_per_request: f64,
+    pub peak_rss_bytes: u64,
+    pub interrupted: bool,
+    pub timeline: Vec<TimelineRow>,
+    /// base64 of each histogram's V2 + DEFLATE serialisation, for exact merging elsewhere.
+    pub histograms: BTreeMap<&'static str, String>,
+    pub config: Config,
+}
+
+/// What the run cost blast itself, measured around it.
+pub struct SelfCost {
+    pub cpu: std::time::Duration,
+    pub peak_rss_bytes: u64,
+}
+
+impl Report {
+    pub fn build(agg: &Aggregator, config: Config, cost: SelfCost, interrupted: bool) -> Report {
+        let totals = agg.totals();
+        let elapsed_s = agg.end.as_secs_f64();
+        let per_s = |n: u64| {
+            if elapsed_s > 0.0 {
+                n as f64 / elapsed_s
+            } else {
+                0.0
+            }
+        };
+        let status = totals
+            .status
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(code, n)| (code.to_string(), *n))
+            .collect();
+        let errors = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.name(), totals.error(*k)))
+            .collect();
+        let mut distributions = BTreeMap::new();
+        let mut histograms = BTreeMap::new();
+        if let Some(hists) = &agg.hists {
+            for (m, h) in hists.enabled() {
+                if m != Metric::Latency {
+                    distributions.insert(m.key(), Summary::of(h));
+                }
+                histograms.insert(m.key(), encode_histogram(h));
+            }
+        }
+        Report {
+            tool: "blast",
+            version: env!("CARGO_PKG_VERSION"),
+            elapsed_s,
+            rps: per_s(totals.completed),
+            requests: Requests {
+                sent: totals.sent,
+                completed: totals.completed,
+                ok: totals.ok,
+                failed: totals.failed,
+                cut_off: totals.cut_off,
+            },
+            status,
+            errors,
+            latency_us: agg.summary(Metric::Latency).unwrap_or_default(),
+            distributions,
+            transfer: Transfer {
+                bytes_read: totals.bytes_read,
+                bytes_written: totals.bytes_written,
+                read_bytes_per_s: per_s(totals.bytes_read),
+            },
+            connections: Connections {
+                opened: totals.conns_opened,
+                reconnects: totals.reconnects,
+            },
+            client_cpu_us_per_request: if totals.completed > 0 {
+                cost.cpu.as_secs_f64() * 1e6 / totals.completed as f64
+            } else {
+                0.0
+            },
+            peak_rss_bytes: cost.peak_rss_bytes,
+            interrupted,
+            timeline: agg.timeline.clone(),
+            histograms,
+            config,
+        }
+    }
+}
+
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut bytes = Vec::new();
+    V2DeflateSerializer::new()
+        .serialize(h, &mut bytes)
+        .expect("serialising into memory cannot fail");
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The inverse of `encode_histogram`, for merging results.
+pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("histogram is not base64: {e}"))?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| format!("histogram does not decode: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::new_histogram;
+
+    #[test]
+    fn histograms_round_trip_exactly() {
+        let mut h = new_histogram();
+        for v in [1u64, 5, 100, 12_345, 9_999_999] {
+            h.record(v).unwrap();
+        }
+        let back = decode_histogram(&encode_histogram(&h)).unwrap();
+        assert_eq!(back.len(), h.len());
+        assert_eq!(back.max(), h.max());
+        assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
+        assert!(decode_histogram("not base64!").is_err());
+    }
+}

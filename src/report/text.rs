@@ -1,0 +1,178 @@
+//! The human summary (stdout) and the live line (stderr).
+
+use std::io::{self, Write};
+
+use super::Report;
+use crate::aggregate::TimelineRow;
+use crate::plan::Stop;
+use crate::stats::Summary;
+
+/// Microseconds in the unit a person reads best.
+pub fn fmt_us(us: f64) -> String {
+    if us < 1_000.0 {
+        format!("{us:.0}us")
+    } else if us < 1_000_000.0 {
+        format!("{:.2}ms", us / 1e3)
+    } else {
+        format!("{:.2}s", us / 1e6)
+    }
+}
+
+pub fn fmt_bytes(b: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{v:.0}{}", UNITS[u])
+    } else {
+        format!("{v:.2}{}", UNITS[u])
+    }
+}
+
+fn percent(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 * 100.0 / whole as f64
+    }
+}
+
+fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
+    writeln!(
+        w,
+        "  {name:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        fmt_us(s.min as f64),
+        fmt_us(s.mean),
+        fmt_us(s.p50 as f64),
+        fmt_us(s.p90 as f64),
+        fmt_us(s.p99 as f64),
+        fmt_us(s.p999 as f64),
+        fmt_us(s.max as f64),
+    )
+}
+
+pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    let c = &r.config;
+    let bound = match c.stop {
+        Stop::Requests(n) => format!("{n} requests"),
+        Stop::Duration(d) => humantime::format_duration(d).to_string(),
+    };
+    writeln!(
+        w,
+        "blast {} {}: {} core(s), {} connection(s), {bound}{}",
+        c.method,
+        c.url,
+        c.cores,
+        c.conns,
+        if r.interrupted { " (interrupted)" } else { "" }
+    )?;
+    let q = &r.requests;
+    writeln!(w)?;
+    writeln!(w, "  Elapsed        {:.3}s", r.elapsed_s)?;
+    writeln!(
+        w,
+        "  Requests       {} sent, {} completed, {} ok ({:.2}%), {} failed, {} cut off",
+        q.sent,
+        q.completed,
+        q.ok,
+        percent(q.ok, q.sent),
+        q.failed,
+        q.cut_off
+    )?;
+    writeln!(
+        w,
+        "  Throughput     {:.1} req/s, {}/s read, {} written",
+        r.rps,
+        fmt_bytes(r.transfer.read_bytes_per_s),
+        fmt_bytes(r.transfer.bytes_written as f64)
+    )?;
+    writeln!(w)?;
+    writeln!(
+        w,
+        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
+    )?;
+    write_distribution(w, "latency", &r.latency_us)?;
+    for (key, s) in &r.distributions {
+        write_distribution(w, key.trim_end_matches("_us"), s)?;
+    }
+    writeln!(w)?;
+    let status: Vec<String> = r
+        .status
+        .iter()
+        .map(|(code, n)| format!("{code}: {n}"))
+        .collect();
+    writeln!(
+        w,
+        "  Status codes   {}",
+        if status.is_empty() {
+            "none".into()
+        } else {
+            status.join(", ")
+        }
+    )?;
+    let errors: Vec<String> = r
+        .errors
+        .iter()
+        .filter(|(_, n)| **n > 0)
+        .map(|(kind, n)| format!("{kind}: {n}"))
+        .collect();
+    writeln!(
+        w,
+        "  Errors         {}",
+        if errors.is_empty() {
+            "none".into()
+        } else {
+            errors.join(", ")
+        }
+    )?;
+    writeln!(
+        w,
+        "  Connections    {} opened, {} reconnects",
+        r.connections.opened, r.connections.reconnects
+    )?;
+    writeln!(
+        w,
+        "  Client cost    {:.2} us CPU/request, peak RSS {}",
+        r.client_cpu_us_per_request,
+        fmt_bytes(r.peak_rss_bytes as f64)
+    )?;
+    Ok(())
+}
+
+/// One line per interval, for a person watching the run (and their dashboards).
+pub fn live_line(row: &TimelineRow, total_s: Option<f64>) -> String {
+    let elapsed = match total_s {
+        Some(t) => format!("{:>6.1}s/{t:.0}s", row.t_s),
+        None => format!("{:>6.1}s", row.t_s),
+    };
+    let answered = row.completed + row.errors;
+    format!(
+        "{elapsed}  {:>9.0} req/s  in-flight {:>5}  ok {:>8}  errors {:>6}  success {:>6.2}%  p50 {:>8}  p99 {:>8}",
+        row.rps,
+        row.in_flight,
+        row.ok,
+        row.errors,
+        percent(row.ok, answered),
+        fmt_us(row.p50_us as f64),
+        fmt_us(row.p99_us as f64),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn units() {
+        assert_eq!(fmt_us(532.0), "532us");
+        assert_eq!(fmt_us(1_234.0), "1.23ms");
+        assert_eq!(fmt_us(2_500_000.0), "2.50s");
+        assert_eq!(fmt_bytes(512.0), "512B");
+        assert_eq!(fmt_bytes(1536.0), "1.50KiB");
+    }
+}
