@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::schedule::RateSpec;
 use crate::stats::{Counters, Hists, Metric, Snapshot, Summary};
 
 /// One interval of the run, over all shards.
@@ -15,6 +16,8 @@ pub struct TimelineRow {
     pub t_s: f64,
     /// Length of the interval (the last one may be short).
     pub dt_s: f64,
+    /// Open loop: the mean target rate over the interval (0 for a closed loop).
+    pub target_rps: f64,
     pub sent: u64,
     pub completed: u64,
     pub ok: u64,
@@ -38,6 +41,7 @@ struct Pending {
 
 pub struct Aggregator {
     interval: Duration,
+    rate: Option<RateSpec>,
     /// Per shard: highest interval reported so far.
     max_seq: Vec<Option<u64>>,
     /// Per shard, once done: its last interval and final counters.
@@ -52,9 +56,10 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(shards: usize, interval: Duration) -> Aggregator {
+    pub fn new(shards: usize, interval: Duration, rate: Option<RateSpec>) -> Aggregator {
         Aggregator {
             interval,
+            rate,
             max_seq: vec![None; shards],
             finals: vec![None; shards],
             pending: BTreeMap::new(),
@@ -129,9 +134,14 @@ impl Aggregator {
             .map_or((0, 0), |h| {
                 (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
             });
+        let target_rps = self
+            .rate
+            .as_ref()
+            .map_or(0.0, |r| mean_rate(r, self.prev_t, t));
         self.timeline.push(TimelineRow {
             t_s: t.as_secs_f64(),
             dt_s: dt,
+            target_rps,
             sent: d.sent,
             completed: d.completed,
             ok: d.ok,
@@ -163,6 +173,19 @@ impl Aggregator {
     }
 }
 
+/// Mean of the target rate over [from, to), sampled at the midpoints of 100 slices.
+fn mean_rate(spec: &RateSpec, from: Duration, to: Duration) -> f64 {
+    const SLICES: u32 = 100;
+    if to <= from {
+        return 0.0;
+    }
+    let step = (to - from) / SLICES;
+    (0..SLICES)
+        .map(|i| spec.target_rate(from + step * i + step / 2))
+        .sum::<f64>()
+        / SLICES as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,7 +212,7 @@ mod tests {
 
     #[test]
     fn rows_wait_for_every_shard_and_count_deltas() {
-        let mut a = Aggregator::new(2, Duration::from_secs(1));
+        let mut a = Aggregator::new(2, Duration::from_secs(1), None);
         assert!(a.push(snap(0, 0, 1000, false, 10)).is_empty());
         assert!(a.push(snap(0, 1, 2000, false, 30)).is_empty());
         let rows = a.push(snap(1, 0, 1000, false, 5)).to_vec();

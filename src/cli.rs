@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -10,7 +10,8 @@ use clap::{Args, Parser, Subcommand};
     version,
     about = "Thread-per-core HTTP/1.1 load generator for LLM servers and the proxies in front of them",
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    args_override_self = true
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,10 +21,34 @@ pub struct Cli {
 }
 
 #[derive(Subcommand, Debug)]
-pub enum Command {}
+pub enum Command {
+    /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
+    Scenario {
+        /// `list`, or a scenario name.
+        name: Option<String>,
+        /// The URL and any options, which override the scenario's.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArrivalsArg {
+    Uniform,
+    Poisson,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatternArg {
+    Constant,
+    Burst,
+    Ramp,
+    Spike,
+    Chaos,
+}
 
 /// A load test: `blast [OPTIONS] URL`.
-#[derive(Args, Debug, Clone, Default)]
+#[derive(Args, Debug, Clone)]
 pub struct RunArgs {
     /// Target URL (http:// only), e.g. http://localhost:11435/api/generate
     #[arg(required = true)]
@@ -37,8 +62,9 @@ pub struct RunArgs {
     #[arg(long, short = 'n', default_value_t = 100)]
     pub conns: usize,
 
-    /// Run for this long (e.g. 500ms, 10s, 2m). Default 10s unless --requests is given.
-    #[arg(long, short = 'd', conflicts_with = "requests")]
+    /// Stop sending after this long (e.g. 500ms, 10s, 2m). Default 10s unless --requests is
+    /// given; with both, whichever comes first ends the run.
+    #[arg(long, short = 'd')]
     pub duration: Option<String>,
 
     /// Send exactly this many requests in total, then stop.
@@ -80,4 +106,76 @@ pub struct RunArgs {
     /// Write the result document as JSON to PATH ('-' for stdout).
     #[arg(long, value_name = "PATH")]
     pub json: Option<String>,
+
+    /// Write the per-interval timeline as CSV to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub timeline: Option<PathBuf>,
+
+    /// Append one JSON line per run (time, scenario, config, summary) to PATH.
+    #[arg(long, value_name = "PATH")]
+    pub log: Option<PathBuf>,
+
+    /// Open loop: send this many requests per second in total, on schedule, whatever the
+    /// server does; latency is measured from when each request should have been sent.
+    #[arg(long, help_heading = "Open loop")]
+    pub rate: Option<f64>,
+
+    /// Cap on requests in flight over all cores (each core enforces its share).
+    #[arg(long, help_heading = "Open loop")]
+    pub max_in_flight: Option<u64>,
+
+    /// Spacing of sends: evenly, or exponential gaps (Poisson arrivals).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "uniform",
+        help_heading = "Open loop"
+    )]
+    pub arrivals: ArrivalsArg,
+
+    /// Seed for every random choice (Poisson gaps, chaos), so runs can be repeated.
+    #[arg(long, default_value_t = 1, help_heading = "Open loop")]
+    pub seed: u64,
+
+    /// Shape of the rate over time.
+    #[arg(long, value_enum, help_heading = "Open loop")]
+    pub pattern: Option<PatternArg>,
+
+    /// burst: requests sent at once every --burst-every, on top of --rate (which may be 0).
+    #[arg(long, default_value_t = 50, help_heading = "Open loop")]
+    pub burst_size: u64,
+
+    #[arg(long, default_value = "10s", help_heading = "Open loop")]
+    pub burst_every: String,
+
+    /// ramp: starting rate, rising linearly to --rate over --ramp-over, then holding.
+    #[arg(long, default_value_t = 0.0, help_heading = "Open loop")]
+    pub ramp_from: f64,
+
+    /// ramp: how long the climb takes. Default: the whole run.
+    #[arg(long, help_heading = "Open loop")]
+    pub ramp_over: Option<String>,
+
+    /// spike: rate during a spike. Default: 5 x --rate.
+    #[arg(long, help_heading = "Open loop")]
+    pub spike_rate: Option<f64>,
+
+    /// spike: how long each spike lasts (at the end of every --spike-every period).
+    #[arg(long, default_value = "5s", help_heading = "Open loop")]
+    pub spike_len: String,
+
+    #[arg(long, default_value = "30s", help_heading = "Open loop")]
+    pub spike_every: String,
+
+    /// chaos: each random rate is held for a random time between these two.
+    #[arg(long, default_value = "1s", help_heading = "Open loop")]
+    pub chaos_min_hold: String,
+
+    #[arg(long, default_value = "10s", help_heading = "Open loop")]
+    pub chaos_max_hold: String,
+
+    /// k6-style stages, linear ramps between targets: "30s:100,1m:1000,30s:0".
+    /// The run lasts as long as the stages unless --duration says otherwise.
+    #[arg(long, conflicts_with = "pattern", help_heading = "Open loop")]
+    pub stages: Option<String>,
 }

@@ -4,12 +4,15 @@
 //! merged into a timeline and totals) -> `Report` (plain data, printed elsewhere).
 
 pub mod aggregate;
+pub mod app;
 pub mod cli;
 pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod plan;
 pub mod report;
+pub mod scenario;
+pub mod schedule;
 pub mod stats;
 
 use aggregate::{Aggregator, TimelineRow};
@@ -24,7 +27,7 @@ pub fn run(
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
-    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval);
+    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, plan.rate.clone());
     while !agg.all_done() {
         // Every shard holds a sender until it ends, so this only fails once all are gone.
         let Ok(snap) = run.snapshots.recv() else {
@@ -39,10 +42,5 @@ pub fn run(
         cpu: limits::cpu_time().saturating_sub(cpu_before),
         peak_rss_bytes: limits::peak_rss(),
     };
-    Ok(Report::build(
-        &agg,
-        plan.config.clone(),
-        cost,
-        engine::interrupted(),
-    ))
+    Ok(Report::build(&agg, plan, cost, engine::interrupted()))
 }

@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::RunArgs;
+use crate::cli::{ArrivalsArg, PatternArg, RunArgs};
 use crate::http::request::{self, RequestSpec};
 use crate::limits;
+use crate::schedule::{self, shard_share, Arrivals, Pattern, RateSpec};
 
 /// A user error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -20,17 +21,6 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
     Err(PlanError(msg.into()))
 }
 
-/// When the run stops sending.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stop {
-    /// Exactly this many requests over all shards.
-    Requests(u64),
-    /// Stop sending after this long; in-flight requests get up to the timeout to finish.
-    #[serde(serialize_with = "ser_secs")]
-    Duration(Duration),
-}
-
 /// The validated run: everything the engine needs, nothing it has to check again.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -39,14 +29,21 @@ pub struct Plan {
     /// CPU ids to pin one shard each on.
     pub cpus: Vec<usize>,
     pub conns: usize,
-    pub stop: Stop,
+    /// Send exactly this many requests in total (unless the duration ends first).
+    pub requests: Option<u64>,
+    /// Stop sending after this long; in-flight requests get up to the timeout to finish.
+    pub duration: Option<Duration>,
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub interval: Duration,
     /// Pre-rendered requests, sent in rotation.
-    pub requests: Vec<Vec<u8>>,
+    pub rendered: Vec<Vec<u8>>,
     /// The method is HEAD: responses carry no body.
     pub head: bool,
+    /// Open loop: when to send. None: closed loop (send as soon as a connection is free).
+    pub rate: Option<RateSpec>,
+    /// Cap on requests in flight over all shards.
+    pub max_in_flight: Option<u64>,
     pub output: Output,
     pub config: Config,
 }
@@ -56,6 +53,8 @@ pub struct Output {
     pub quiet: bool,
     pub json: Option<PathBuf>,
     pub json_stdout: bool,
+    pub timeline_csv: Option<PathBuf>,
+    pub log: Option<PathBuf>,
 }
 
 /// What ran, as recorded in the result document (`config`).
@@ -66,7 +65,13 @@ pub struct Config {
     pub cores: usize,
     pub cpus: Vec<usize>,
     pub conns: usize,
-    pub stop: Stop,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requests: Option<u64>,
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub duration_s: Option<Duration>,
     #[serde(serialize_with = "ser_secs")]
     pub timeout: Duration,
     #[serde(serialize_with = "ser_secs")]
@@ -75,10 +80,25 @@ pub struct Config {
     pub interval: Duration,
     pub headers: Vec<String>,
     pub body_bytes: usize,
+    /// Open loop: the rate and its pattern (absent for a closed loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate: Option<RateSpec>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_in_flight: Option<u64>,
+    /// The named scenario this run came from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_f64(d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
 }
 
 /// The parts of an `http://` URL that blast needs.
@@ -202,11 +222,46 @@ impl Plan {
         if args.conns == 0 {
             return err("--conns must be at least 1");
         }
-        let stop = match (args.requests, &args.duration) {
-            (Some(0), _) => return err("--requests must be at least 1"),
-            (Some(n), _) => Stop::Requests(n),
-            (None, Some(d)) => Stop::Duration(positive_duration("--duration", d)?),
-            (None, None) => Stop::Duration(Duration::from_secs(10)),
+        let rate = rate_spec(args)?;
+        if args.requests == Some(0) {
+            return err("--requests must be at least 1");
+        }
+        let duration = match (&args.duration, args.requests) {
+            (Some(d), _) => Some(positive_duration("--duration", d)?),
+            (None, Some(_)) => None,
+            // A stage list says how long it lasts; otherwise 10 s, like wrk.
+            (None, None) => Some(
+                rate.as_ref()
+                    .and_then(RateSpec::natural_duration)
+                    .unwrap_or(Duration::from_secs(10)),
+            ),
+        };
+        let run_for = duration;
+        let rate = match rate {
+            Some(mut spec) => {
+                if let Pattern::Ramp { over, .. } = &mut spec.pattern {
+                    if over.is_zero() {
+                        match run_for {
+                            Some(d) => *over = d,
+                            None => return err("--pattern ramp with --requests needs --ramp-over"),
+                        }
+                    }
+                }
+                spec.validate(run_for)
+                    .map_err(|e| PlanError(e.to_string()))?;
+                Some(spec)
+            }
+            None => None,
+        };
+        let max_in_flight = match args.max_in_flight {
+            Some(0) => return err("--max-in-flight must be at least 1"),
+            Some(n) if (n as usize) < cpus.len() => {
+                return err(format!(
+                    "--max-in-flight {n} is less than one per core ({} cores)",
+                    cpus.len()
+                ))
+            }
+            other => other,
         };
         let timeout = positive_duration("--timeout", &args.timeout)?;
         let connect_timeout = positive_duration("--connect-timeout", &args.connect_timeout)?;
@@ -262,6 +317,8 @@ impl Plan {
                 .as_deref()
                 .filter(|p| *p != "-")
                 .map(PathBuf::from),
+            timeline_csv: args.timeline.clone(),
+            log: args.log.clone(),
         };
         let config = Config {
             url: raw_url.to_string(),
@@ -269,23 +326,30 @@ impl Plan {
             cores: cpus.len(),
             cpus: cpus.clone(),
             conns: args.conns,
-            stop,
+            requests: args.requests,
+            duration_s: duration,
             timeout,
             connect_timeout,
             interval,
             headers: args.headers.clone(),
             body_bytes: body.len(),
+            rate: rate.clone(),
+            max_in_flight,
+            scenario: None,
         };
         Ok(Plan {
             addrs,
             cpus,
             conns: args.conns,
-            stop,
+            requests: args.requests,
+            duration,
             timeout,
             connect_timeout,
             interval,
-            requests: vec![rendered],
+            rendered: vec![rendered],
             head: method == "HEAD",
+            rate,
+            max_in_flight,
             output,
             config,
         })
@@ -293,22 +357,89 @@ impl Plan {
 
     /// Connections given to shard `i`: as even a split as possible.
     pub fn conns_of(&self, shard: usize) -> usize {
-        split(self.conns as u64, shard, self.cpus.len()) as usize
+        shard_share(self.conns as u64, shard, self.cpus.len()) as usize
     }
 
     /// The request budget of shard `i` when the run is bounded by a count.
     pub fn requests_of(&self, shard: usize) -> Option<u64> {
-        match self.stop {
-            Stop::Requests(n) => Some(split(n, shard, self.cpus.len())),
-            Stop::Duration(_) => None,
-        }
+        self.requests
+            .map(|n| shard_share(n, shard, self.cpus.len()))
+    }
+
+    /// Shard `i`'s part of `--max-in-flight`.
+    pub fn max_in_flight_of(&self, shard: usize) -> Option<u64> {
+        self.max_in_flight
+            .map(|n| shard_share(n, shard, self.cpus.len()))
     }
 }
 
-/// Shard `i`'s part of `total` split over `n` shards: the first `total % n` get one more.
-pub fn split(total: u64, i: usize, n: usize) -> u64 {
-    let n = n as u64;
-    total / n + u64::from((i as u64) < total % n)
+/// The open-loop schedule the user asked for, if any (not yet checked against the run length).
+fn rate_spec(args: &RunArgs) -> Result<Option<RateSpec>, PlanError> {
+    let arrivals = match args.arrivals {
+        ArrivalsArg::Uniform => Arrivals::Uniform,
+        ArrivalsArg::Poisson => Arrivals::Poisson,
+    };
+    let spec = |rate: f64, pattern: Pattern| {
+        Some(RateSpec {
+            rate,
+            pattern,
+            arrivals,
+            seed: args.seed,
+        })
+    };
+    if let Some(stages) = &args.stages {
+        let stages =
+            schedule::parse_stages(stages).map_err(|e| PlanError(format!("--stages: {e}")))?;
+        return Ok(spec(args.rate.unwrap_or(0.0), Pattern::Stages(stages)));
+    }
+    if let Some(r) = args.rate {
+        if !r.is_finite() || r < 0.0 {
+            return err(format!(
+                "--rate must be a positive number of requests per second, got {r}"
+            ));
+        }
+        if r == 0.0 && args.pattern != Some(PatternArg::Burst) {
+            return err("--rate must be greater than zero (only --pattern burst allows 0)");
+        }
+    }
+    let Some(pattern) = args.pattern else {
+        return Ok(args.rate.and_then(|r| spec(r, Pattern::Constant)));
+    };
+    let rate = match (pattern, args.rate) {
+        (PatternArg::Burst, r) => r.unwrap_or(0.0),
+        (_, Some(r)) => r,
+        (p, None) => {
+            return err(format!(
+                "--pattern {} needs --rate",
+                format!("{p:?}").to_lowercase()
+            ))
+        }
+    };
+    let pattern = match pattern {
+        PatternArg::Constant => Pattern::Constant,
+        PatternArg::Burst => Pattern::Burst {
+            size: args.burst_size,
+            every: positive_duration("--burst-every", &args.burst_every)?,
+        },
+        PatternArg::Ramp => Pattern::Ramp {
+            from: args.ramp_from,
+            // Zero means "the whole run": filled in once the run's length is known.
+            over: match &args.ramp_over {
+                Some(d) => positive_duration("--ramp-over", d)?,
+                None => Duration::ZERO,
+            },
+        },
+        PatternArg::Spike => Pattern::Spike {
+            rate: args.spike_rate.unwrap_or(rate * 5.0),
+            len: positive_duration("--spike-len", &args.spike_len)?,
+            every: positive_duration("--spike-every", &args.spike_every)?,
+        },
+        PatternArg::Chaos => Pattern::Chaos {
+            min_hold: positive_duration("--chaos-min-hold", &args.chaos_min_hold)?,
+            max_hold: positive_duration("--chaos-max-hold", &args.chaos_max_hold)?,
+        },
+    };
+    Ok(spec(rate, pattern))
 }
 
 #[cfg(test)]
@@ -340,17 +471,6 @@ mod tests {
         assert!(parse_url("ftp://example.com/").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("http://").is_err());
-    }
-
-    #[test]
-    fn splits_are_exact() {
-        for total in [0u64, 1, 7, 100, 1001] {
-            for n in 1..=9 {
-                let parts: Vec<u64> = (0..n).map(|i| split(total, i, n)).collect();
-                assert_eq!(parts.iter().sum::<u64>(), total);
-                assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
-            }
-        }
     }
 
     #[test]

@@ -34,8 +34,11 @@ const MAX_NAP: Duration = Duration::from_millis(100);
 #[derive(Clone, Copy, Debug)]
 struct InFlight {
     ticket: Ticket,
+    /// The (latest) write of this request.
     sent: Instant,
     written: bool,
+    /// Send lag is recorded at the first write only (a resend is not the schedule's fault).
+    lag_recorded: bool,
 }
 
 struct Conn {
@@ -85,16 +88,7 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
         timer: Timer::new(Duration::ZERO),
     };
     loop {
-        while c.window.len() < depth {
-            match c.shard.take_ticket(Instant::now()) {
-                Some(ticket) => c.window.push_back(InFlight {
-                    ticket,
-                    sent: Instant::now(),
-                    written: false,
-                }),
-                None => break,
-            }
-        }
+        c.fill_window(depth).await;
         if c.window.is_empty() {
             break;
         }
@@ -120,6 +114,31 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
 impl Conn {
     fn watch(&self) -> &super::shard::Watch {
         &self.shard.watches[self.idx]
+    }
+
+    /// Take requests to send, up to `depth` in flight. With nothing in flight this waits for
+    /// the next one (its send time, a permit under `--max-in-flight`); with requests already
+    /// in flight it takes only those that are due, so that responses keep being read.
+    async fn fill_window(&mut self, depth: usize) {
+        while self.window.len() < depth {
+            let waiting_ok = self.window.is_empty();
+            let Some(ticket) = self.shard.take_ticket(Instant::now(), !waiting_ok) else {
+                return;
+            };
+            if let Some(at) = ticket.intended {
+                self.sleep_until(at).await;
+            }
+            if !self.shard.admit().await {
+                return;
+            }
+            self.shard.counters.borrow_mut().sent += 1;
+            self.window.push_back(InFlight {
+                ticket,
+                sent: Instant::now(),
+                written: false,
+                lag_recorded: false,
+            });
+        }
     }
 
     async fn connect(&mut self) -> Result<(), Broken> {
@@ -154,10 +173,17 @@ impl Conn {
     async fn write(&mut self) -> Result<(), Broken> {
         self.wbuf.clear();
         let now = Instant::now();
-        for f in self.window.iter_mut().filter(|f| !f.written) {
-            self.wbuf.extend_from_slice(self.shard.request(f.ticket));
-            f.written = true;
-            f.sent = now;
+        {
+            let mut hists = self.shard.hists.borrow_mut();
+            for f in self.window.iter_mut().filter(|f| !f.written) {
+                self.wbuf.extend_from_slice(self.shard.request(f.ticket));
+                f.written = true;
+                f.sent = now;
+                if let (Some(at), false) = (f.ticket.intended, f.lag_recorded) {
+                    hists.record(Metric::SendLag, now.saturating_duration_since(at));
+                    f.lag_recorded = true;
+                }
+            }
         }
         if self.wbuf.is_empty() {
             return Ok(());
@@ -226,10 +252,11 @@ impl Conn {
             .expect("a response answers a request in flight");
         let now = Instant::now();
         self.shard.counters.borrow_mut().record_status(head.status);
-        self.shard
-            .hists
-            .borrow_mut()
-            .record(Metric::Latency, now - f.sent);
+        self.shard.release(1);
+        let mut hists = self.shard.hists.borrow_mut();
+        hists.record(Metric::Latency, now - f.ticket.intended.unwrap_or(f.sent));
+        hists.record(Metric::LatencyUncorrected, now - f.sent);
+        drop(hists);
         self.served += 1;
         self.parser.reset(self.shard.setup.head);
         let next_deadline = self
@@ -276,13 +303,16 @@ impl Conn {
         match broken {
             Broken::Resend => {}
             Broken::CutOff => {
-                self.shard.counters.borrow_mut().cut_off += self.window.len() as u64;
+                let n = self.window.len() as u64;
+                self.shard.counters.borrow_mut().cut_off += n;
+                self.shard.release(n);
                 self.window.clear();
             }
             Broken::Fail(kind) => {
                 let n = self.window.len() as u64;
                 self.window.clear();
                 self.shard.counters.borrow_mut().record_error(kind, n);
+                self.shard.release(n);
                 if kind == ErrorKind::Connect {
                     let nap = self.backoff;
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);

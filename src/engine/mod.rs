@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::plan::{Plan, Stop};
+use crate::plan::Plan;
+use crate::schedule::RateSpec;
 use crate::stats::{Metric, Snapshot};
 
 /// Set by the Ctrl-C handler; each shard polls it once per tick, never per request.
@@ -53,6 +54,11 @@ pub(crate) struct ShardSetup {
     pub requests: Vec<Vec<u8>>,
     pub head: bool,
     pub metrics: Vec<Metric>,
+    /// Open loop: the whole run's rate; the shard follows its own share of it.
+    pub rate: Option<RateSpec>,
+    pub shards: usize,
+    /// This shard's share of `--max-in-flight`.
+    pub max_in_flight: Option<u64>,
 }
 
 /// A started run: its shards are connected to the aggregator by `snapshots`.
@@ -76,16 +82,19 @@ impl Run {
                 addrs: plan.addrs.clone(),
                 conns: plan.conns_of(id),
                 budget: plan.requests_of(id),
-                run_for: match plan.stop {
-                    Stop::Duration(d) => Some(d),
-                    Stop::Requests(_) => None,
-                },
+                run_for: plan.duration,
                 timeout: plan.timeout,
                 connect_timeout: plan.connect_timeout,
                 interval: plan.interval,
-                requests: plan.requests.clone(),
+                requests: plan.rendered.clone(),
                 head: plan.head,
-                metrics: vec![Metric::Latency],
+                metrics: match plan.rate {
+                    Some(_) => vec![Metric::Latency, Metric::LatencyUncorrected, Metric::SendLag],
+                    None => vec![Metric::Latency],
+                },
+                rate: plan.rate.clone(),
+                shards: plan.cpus.len(),
+                max_in_flight: plan.max_in_flight_of(id),
             };
             let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
             readies.push(ready_rx);

@@ -7,9 +7,11 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
+use glommio::sync::Semaphore;
 use glommio::timer::Timer;
 
 use super::{conn, interrupted, ShardSetup};
+use crate::schedule::Schedule;
 use crate::stats::{Counters, Hists, Snapshot};
 
 /// Why the shard cut a connection's request short from the outside.
@@ -51,6 +53,9 @@ impl Watch {
 pub(crate) struct Ticket {
     /// Which pre-rendered request to send.
     pub template: u32,
+    /// Open loop: when it should be sent. Latency counts from here, so a request that had
+    /// to wait for a free connection or a slow shard is charged for the wait.
+    pub intended: Option<Instant>,
 }
 
 /// The shard's state, shared by its connection tasks and its ticker (one thread: `Rc`).
@@ -64,6 +69,11 @@ pub(crate) struct Shard {
     pub watches: Vec<Watch>,
     /// Requests this shard may still start, for count runs.
     budget: Cell<Option<u64>>,
+    /// Open loop: this shard's share of the schedule, and its next send time once looked at.
+    schedule: Option<RefCell<Schedule>>,
+    peeked: Cell<Option<Instant>>,
+    /// `--max-in-flight`: permits for requests in flight on this shard.
+    cap: Option<Semaphore>,
     next_template: Cell<u32>,
     /// Interrupted: start nothing new.
     pub stopping: Cell<bool>,
@@ -72,27 +82,62 @@ pub(crate) struct Shard {
 }
 
 impl Shard {
-    /// Next request to send, or None when this shard's work is done.
-    pub fn take_ticket(&self, now: Instant) -> Option<Ticket> {
-        if self.stopping.get() || self.end.is_some_and(|end| now >= end) {
+    /// Next request to send, or None when there is none: this shard's work is done, or
+    /// (with `only_due`) the next send time has not come yet.
+    ///
+    /// Closed loop: a ticket whenever there is work left. Open loop: the next send time of
+    /// the schedule, taken in order by whichever connection is free first; the connection
+    /// sleeps until that time. Sending stops with the first send time at or past the end.
+    pub fn take_ticket(&self, now: Instant, only_due: bool) -> Option<Ticket> {
+        if self.stopping.get() || self.budget.get() == Some(0) {
             return None;
         }
-        if let Some(left) = self.budget.get() {
-            if left == 0 {
-                return None;
+        let intended = match &self.schedule {
+            None => {
+                if self.end.is_some_and(|end| now >= end) {
+                    return None;
+                }
+                None
             }
+            Some(schedule) => {
+                let at = match self.peeked.get() {
+                    Some(at) => at,
+                    None => {
+                        let at = self.start + schedule.borrow_mut().next()?;
+                        self.peeked.set(Some(at));
+                        at
+                    }
+                };
+                if self.end.is_some_and(|end| at >= end) || (only_due && at > now) {
+                    return None;
+                }
+                self.peeked.set(None);
+                Some(at)
+            }
+        };
+        if let Some(left) = self.budget.get() {
             self.budget.set(Some(left - 1));
         }
         let template = self.next_template.get();
         let next = template + 1;
-        self.next_template
-            .set(if next as usize == self.setup.requests.len() {
-                0
-            } else {
-                next
-            });
-        self.counters.borrow_mut().sent += 1;
-        Some(Ticket { template })
+        let wrapped = next as usize == self.setup.requests.len();
+        self.next_template.set(if wrapped { 0 } else { next });
+        Some(Ticket { template, intended })
+    }
+
+    /// Wait for room under `--max-in-flight`; false if the run stopped meanwhile.
+    pub async fn admit(&self) -> bool {
+        match &self.cap {
+            Some(cap) => cap.acquire(1).await.is_ok() && !self.stopping.get(),
+            None => !self.stopping.get(),
+        }
+    }
+
+    /// `n` requests are no longer in flight.
+    pub fn release(&self, n: u64) {
+        if let Some(cap) = &self.cap {
+            cap.signal(n);
+        }
     }
 
     pub fn request(&self, t: Ticket) -> &[u8] {
@@ -121,6 +166,12 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         hists: RefCell::new(Hists::new(&setup.metrics)),
         watches: (0..setup.conns).map(|_| Watch::default()).collect(),
         budget: Cell::new(setup.budget),
+        schedule: setup
+            .rate
+            .as_ref()
+            .map(|spec| RefCell::new(Schedule::new(spec, setup.id, setup.shards))),
+        peeked: Cell::new(None),
+        cap: setup.max_in_flight.map(Semaphore::new),
         next_template: Cell::new(0),
         stopping: Cell::new(false),
         preferred_addr: Cell::new(0),
@@ -163,6 +214,9 @@ async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>, seq: Rc<Cell<u64>>, tx: 
         let now = Instant::now();
         if interrupted() && !shard.stopping.get() {
             shard.stopping.set(true);
+            if let Some(cap) = &shard.cap {
+                cap.close();
+            }
             for w in &shard.watches {
                 w.fire(Abort::Stop);
             }

@@ -1,6 +1,7 @@
 //! The result of a run as plain data (`Report`), and its printers. Printers take any
 //! `Write`; none of them touches a socket.
 
+pub mod csv;
 pub mod json;
 pub mod text;
 
@@ -12,7 +13,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::aggregate::{Aggregator, TimelineRow};
-use crate::plan::Config;
+use crate::plan::{Config, Plan};
 use crate::stats::{ErrorKind, Metric, Summary};
 
 #[derive(Clone, Debug, Serialize)]
@@ -37,6 +38,24 @@ pub struct Connections {
     pub reconnects: u64,
 }
 
+/// Open loop: did blast send what it was asked to? If not, the latencies describe blast's
+/// own shortfall as much as the server.
+#[derive(Clone, Debug, Serialize)]
+pub struct OpenLoop {
+    /// Mean target rate over the sending window.
+    pub target_rps: f64,
+    /// Requests actually started per second over the same window.
+    pub achieved_rps: f64,
+    pub send_lag_p99_us: u64,
+    /// Achieved within 1% of the target and send lag p99 within 1 ms.
+    pub kept_up: bool,
+}
+
+/// Achieved rate may fall this far below target before blast calls itself overloaded.
+const RATE_TOLERANCE: f64 = 0.01;
+/// Send lag p99 above this means blast's own scheduling could not keep up.
+const MAX_SEND_LAG_P99_US: u64 = 1_000;
+
 /// The result document. Its keys are a contract (see the README): add, never rename.
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
@@ -56,6 +75,8 @@ pub struct Report {
     pub client_cpu_us_per_request: f64,
     pub peak_rss_bytes: u64,
     pub interrupted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoop>,
     pub timeline: Vec<TimelineRow>,
     /// base64 of each histogram's V2 + DEFLATE serialisation, for exact merging elsewhere.
     pub histograms: BTreeMap<&'static str, String>,
@@ -69,7 +90,7 @@ pub struct SelfCost {
 }
 
 impl Report {
-    pub fn build(agg: &Aggregator, config: Config, cost: SelfCost, interrupted: bool) -> Report {
+    pub fn build(agg: &Aggregator, plan: &Plan, cost: SelfCost, interrupted: bool) -> Report {
         let totals = agg.totals();
         let elapsed_s = agg.end.as_secs_f64();
         let per_s = |n: u64| {
@@ -132,10 +153,34 @@ impl Report {
             },
             peak_rss_bytes: cost.peak_rss_bytes,
             interrupted,
+            open_loop: plan.rate.as_ref().map(|_| open_loop(agg, plan.duration)),
             timeline: agg.timeline.clone(),
             histograms,
-            config,
+            config: plan.config.clone(),
         }
+    }
+}
+
+/// Compare what was started with what was asked for, over the sending window (the run's
+/// duration, or all of it for a run bounded by a request count).
+fn open_loop(agg: &Aggregator, duration: Option<std::time::Duration>) -> OpenLoop {
+    let limit = duration.map_or(f64::INFINITY, |d| d.as_secs_f64() + 1e-6);
+    let rows = agg.timeline.iter().filter(|r| r.t_s <= limit);
+    let (mut span, mut sent, mut target) = (0.0, 0u64, 0.0);
+    for r in rows {
+        span = r.t_s;
+        sent += r.sent;
+        target += r.target_rps * r.dt_s;
+    }
+    let per_s = |x: f64| if span > 0.0 { x / span } else { 0.0 };
+    let send_lag_p99_us = agg.summary(Metric::SendLag).map_or(0, |s| s.p99);
+    let (target_rps, achieved_rps) = (per_s(target), per_s(sent as f64));
+    OpenLoop {
+        target_rps,
+        achieved_rps,
+        send_lag_p99_us,
+        kept_up: achieved_rps >= target_rps * (1.0 - RATE_TOLERANCE)
+            && send_lag_p99_us <= MAX_SEND_LAG_P99_US,
     }
 }
 

@@ -4,7 +4,6 @@ use std::io::{self, Write};
 
 use super::Report;
 use crate::aggregate::TimelineRow;
-use crate::plan::Stop;
 use crate::stats::Summary;
 
 /// Microseconds in the unit a person reads best.
@@ -57,9 +56,11 @@ fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result
 
 pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let c = &r.config;
-    let bound = match c.stop {
-        Stop::Requests(n) => format!("{n} requests"),
-        Stop::Duration(d) => humantime::format_duration(d).to_string(),
+    let bound = match (c.requests, c.duration_s) {
+        (Some(n), Some(d)) => format!("{n} requests or {}", humantime::format_duration(d)),
+        (Some(n), None) => format!("{n} requests"),
+        (None, Some(d)) => humantime::format_duration(d).to_string(),
+        (None, None) => String::new(),
     };
     writeln!(
         w,
@@ -141,6 +142,22 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         r.client_cpu_us_per_request,
         fmt_bytes(r.peak_rss_bytes as f64)
     )?;
+    if let Some(o) = &r.open_loop {
+        writeln!(
+            w,
+            "  Open loop      target {:.1} req/s, achieved {:.1} req/s, send lag p99 {}",
+            o.target_rps,
+            o.achieved_rps,
+            fmt_us(o.send_lag_p99_us as f64)
+        )?;
+        if !o.kept_up {
+            writeln!(
+                w,
+                "  WARNING        blast itself could not keep up with the target rate, so these \
+                 figures describe blast, not only the server: try more --cores or --conns"
+            )?;
+        }
+    }
     Ok(())
 }
 
@@ -151,8 +168,13 @@ pub fn live_line(row: &TimelineRow, total_s: Option<f64>) -> String {
         None => format!("{:>6.1}s", row.t_s),
     };
     let answered = row.completed + row.errors;
+    let target = if row.target_rps > 0.0 {
+        format!("target {:>8.0}  ", row.target_rps)
+    } else {
+        String::new()
+    };
     format!(
-        "{elapsed}  {:>9.0} req/s  in-flight {:>5}  ok {:>8}  errors {:>6}  success {:>6.2}%  p50 {:>8}  p99 {:>8}",
+        "{elapsed}  {target}{:>9.0} req/s  in-flight {:>5}  ok {:>8}  errors {:>6}  success {:>6.2}%  p50 {:>8}  p99 {:>8}",
         row.rps,
         row.in_flight,
         row.ok,

@@ -1,0 +1,133 @@
+//! What the `blast` command does with its arguments: plan, run, print, and the exit code.
+//! Exit codes: 0 success, 1 the run failed (no successful response, I/O), 2 bad input,
+//! 130 interrupted (after reporting what was measured).
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+
+use clap::Parser;
+
+use crate::cli::{Cli, RunArgs};
+use crate::plan::Plan;
+use crate::report::{csv, json, text, Report};
+use crate::scenario::{self, SCENARIOS};
+
+pub fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("blast: {msg}");
+    ExitCode::from(code)
+}
+
+/// `blast scenario list` / `blast scenario NAME URL [OPTIONS]`.
+pub fn scenario(name: Option<&str>, rest: &[String]) -> ExitCode {
+    let name = match name {
+        None | Some("list") => {
+            println!("Scenarios (blast scenario NAME URL [OPTIONS], options override the preset):");
+            for s in SCENARIOS {
+                println!(
+                    "  {:<13} {}\n  {:<13} blast {}",
+                    s.name,
+                    s.about,
+                    "",
+                    s.args.join(" ")
+                );
+            }
+            return ExitCode::SUCCESS;
+        }
+        Some(n) => n,
+    };
+    let Some(preset) = scenario::find(name) else {
+        return fail(
+            2,
+            format!("unknown scenario {name:?}; `blast scenario list` shows them"),
+        );
+    };
+    let argv = std::iter::once("blast")
+        .chain(preset.args.iter().copied())
+        .chain(rest.iter().map(String::as_str));
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => load_test(&cli.run, Some(name)),
+        Err(e) => e.exit(),
+    }
+}
+
+pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
+    let mut plan = match Plan::from_args(args) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    plan.config.scenario = scenario.map(str::to_string);
+    if let Err(e) = ctrlc::set_handler(|| {
+        // A second Ctrl-C means "now": skip the report.
+        if crate::engine::INTERRUPTED.swap(true, Ordering::Relaxed) {
+            std::process::exit(130);
+        }
+    }) {
+        return fail(2, format!("cannot install the Ctrl-C handler: {e}"));
+    }
+    let live = !plan.output.quiet && std::io::stderr().is_terminal();
+    let total_s = plan.duration.map(|d| d.as_secs_f64());
+    let report = match crate::run(&plan, |row| {
+        if live {
+            eprintln!("{}", text::live_line(row, total_s));
+        }
+    }) {
+        Ok(r) => r,
+        Err(e) => return fail(1, e),
+    };
+    if let Err(e) = write_outputs(&plan, &report) {
+        return fail(1, e);
+    }
+    if report.interrupted {
+        return ExitCode::from(130);
+    }
+    if report.requests.ok == 0 {
+        return fail(1, "no successful responses");
+    }
+    ExitCode::SUCCESS
+}
+
+fn write_outputs(plan: &Plan, report: &Report) -> Result<(), String> {
+    let out = &plan.output;
+    // With the JSON document on stdout, the human summary moves to stderr.
+    let _ = match out.json_stdout {
+        true => text::write(&mut std::io::stderr().lock(), report),
+        false => text::write(&mut std::io::stdout().lock(), report),
+    };
+    if out.json_stdout {
+        json::write(&mut std::io::stdout().lock(), report)
+            .map_err(|e| format!("cannot write the JSON result: {e}"))?;
+    }
+    let create = |path: &std::path::Path| {
+        std::fs::File::create(path)
+            .map(std::io::BufWriter::new)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))
+    };
+    if let Some(path) = &out.json {
+        json::write(&mut create(path)?, report)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &out.timeline_csv {
+        csv::write_timeline(&mut create(path)?, &report.timeline)
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &out.log {
+        let line = json::log_line(report, std::time::SystemTime::now());
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(|e| format!("cannot append to {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Parse the command line and do what it says.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        None => load_test(&cli.run, None),
+        Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
+    }
+}
