@@ -218,9 +218,20 @@ impl Plan {
             return err("a target URL is required, e.g. blast http://127.0.0.1:8080/");
         };
         let target = parse_url(raw_url)?;
-        let cpus = choose_cpus(args.cores)?;
+        let mut cpus = choose_cpus(args.cores)?;
         if args.conns == 0 {
             return err("--conns must be at least 1");
+        }
+        // Every shard needs a connection to do its share of the work.
+        if args.conns < cpus.len() {
+            if args.cores.is_some() {
+                return err(format!(
+                    "--cores {} needs at least as many connections (--conns {})",
+                    cpus.len(),
+                    args.conns
+                ));
+            }
+            cpus.truncate(args.conns);
         }
         let rate = rate_spec(args)?;
         if args.requests == Some(0) {

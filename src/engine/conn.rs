@@ -87,6 +87,8 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
         wbuf: Vec::new(),
         timer: Timer::new(Duration::ZERO),
     };
+    // The parser must know about HEAD before the first response, not only after a reset.
+    c.parser.reset(c.shard.setup.head);
     loop {
         c.fill_window(depth).await;
         if c.window.is_empty() {

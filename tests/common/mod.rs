@@ -1,0 +1,628 @@
+//! Helpers for blast's integration tests: run the binary with a hard deadline, read its JSON
+//! result, and a small loopback HTTP/1.1 server that counts what it really receives.
+
+#![allow(dead_code)]
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// ---------------------------------------------------------------------------------------
+// Running blast
+// ---------------------------------------------------------------------------------------
+
+/// No single blast run in these tests may take longer than this.
+pub const HARD_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One finished blast process.
+pub struct Run {
+    pub output: Output,
+    /// Wall time from spawn to exit.
+    pub wall: Duration,
+    /// User + system CPU time of the blast process alone (from wait4's rusage).
+    pub cpu: Duration,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.output.status.code()
+    }
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.output.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.output.stderr).into_owned()
+    }
+}
+
+/// Run blast with `args` and wait for it, killing it (and failing the test) after
+/// [`HARD_TIMEOUT`].
+pub fn blast(args: &[&str]) -> Output {
+    run_blast(args).output
+}
+
+/// Like [`blast`], and also report the wall and CPU time of the process.
+// The child is reaped by wait4 below, which clippy cannot see.
+#[allow(clippy::zombie_processes)]
+pub fn run_blast(args: &[&str]) -> Run {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot spawn blast");
+    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stderr = drain(child.stderr.take().expect("piped stderr"));
+    let pid = child.id() as libc::pid_t;
+
+    // wait4 rather than Child::wait: it gives this child's own rusage, which
+    // RUSAGE_CHILDREN cannot (tests run in parallel threads of one process).
+    let (status, usage) = loop {
+        if let Some(done) = wait4(pid, libc::WNOHANG) {
+            break done;
+        }
+        if start.elapsed() > HARD_TIMEOUT {
+            let _ = child.kill();
+            let _ = wait4(pid, 0);
+            let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
+            panic!("blast {args:?} still running after {HARD_TIMEOUT:?}: killed. stderr:\n{err}");
+        }
+        thread::sleep(Duration::from_millis(5));
+    };
+    let wall = start.elapsed();
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Run {
+        output: Output {
+            status,
+            stdout: stdout.join().expect("stdout reader"),
+            stderr: stderr.join().expect("stderr reader"),
+        },
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+    }
+}
+
+/// Reap `pid` (blocking unless `flags` has WNOHANG); None while it is still running.
+fn wait4(pid: libc::pid_t, flags: libc::c_int) -> Option<(ExitStatus, libc::rusage)> {
+    loop {
+        let mut status = 0;
+        // SAFETY: rusage is plain data; wait4 only writes to the two pointers we pass.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, flags, &mut usage) };
+        if r == pid {
+            return Some((ExitStatus::from_raw(status), usage));
+        }
+        if r == 0 {
+            return None;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            panic!("wait4({pid}) failed: {e}");
+        }
+    }
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        buf
+    })
+}
+
+/// A fresh path in the temp directory (not created).
+pub fn temp_path(tag: &str) -> PathBuf {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("blast-test-{}-{n}-{tag}", std::process::id()))
+}
+
+/// A file in the temp directory, removed when dropped (even by a failing test).
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn with_contents(tag: &str, contents: &[u8]) -> TempFile {
+        let path = temp_path(tag);
+        std::fs::write(&path, contents).expect("write temp file");
+        TempFile(path)
+    }
+    pub fn path_str(&self) -> &str {
+        self.0.to_str().expect("utf-8 temp path")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Run blast with `--quiet --json <tempfile>` added and parse the result document.
+pub fn blast_json(args: &[&str]) -> (Output, Value) {
+    let (run, doc) = run_blast_json(args);
+    (run.output, doc)
+}
+
+/// Like [`blast_json`], with the timing of the process.
+pub fn run_blast_json(args: &[&str]) -> (Run, Value) {
+    let path = temp_path("result.json");
+    let path_text = path.to_str().expect("utf-8 temp path").to_string();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--quiet", "--json", &path_text]);
+    let run = run_blast(&all);
+    let text = std::fs::read_to_string(&path);
+    let _ = std::fs::remove_file(&path);
+    let text = text.unwrap_or_else(|e| {
+        panic!(
+            "blast {all:?} wrote no JSON ({e}); exit {:?}, stderr:\n{}",
+            run.code(),
+            run.stderr()
+        )
+    });
+    let doc = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("blast {all:?} wrote invalid JSON ({e}):\n{text}"));
+    (run, doc)
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr").port()
+}
+
+// ---------------------------------------------------------------------------------------
+// The test server
+// ---------------------------------------------------------------------------------------
+
+/// How response bodies are delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    ContentLength,
+    /// `Transfer-Encoding: chunked`, with chunk extensions and trailer fields.
+    Chunked,
+    /// No length at all: the body ends when the server closes the connection.
+    CloseDelimited,
+}
+
+/// What the server does with each request.
+#[derive(Clone, Debug)]
+pub struct Behaviour {
+    pub status: u16,
+    pub framing: Framing,
+    /// Say `Connection: close` on every N-th response of a connection, then close it.
+    pub close_every: Option<u64>,
+    /// Close after this many responses on a connection *without* saying so (a keep-alive
+    /// connection going stale).
+    pub silent_close_after: Option<u64>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+    /// Close by simply dropping the socket (a reset if the client already sent more),
+    /// instead of half-closing and draining.
+    pub abrupt_close: bool,
+    /// Answer with bytes that are not HTTP.
+    pub garbage: bool,
+    /// Size of each response body (chunked bodies are cut into 1000-byte chunks).
+    pub body_len: usize,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: 200,
+            framing: Framing::ContentLength,
+            close_every: None,
+            silent_close_after: None,
+            delay: Duration::ZERO,
+            abrupt_close: false,
+            garbage: false,
+            body_len: 11,
+        }
+    }
+}
+
+impl Behaviour {
+    /// Keep-alive, `Content-Length` bodies, 200 OK.
+    pub fn keep_alive() -> Self {
+        Self::default()
+    }
+    pub fn close_every(self, n: u64) -> Self {
+        assert!(n > 0);
+        Behaviour {
+            close_every: Some(n),
+            ..self
+        }
+    }
+    pub fn chunked(self) -> Self {
+        Behaviour {
+            framing: Framing::Chunked,
+            ..self
+        }
+    }
+    pub fn close_delimited(self) -> Self {
+        Behaviour {
+            framing: Framing::CloseDelimited,
+            ..self
+        }
+    }
+    pub fn delay(self, delay: Duration) -> Self {
+        Behaviour { delay, ..self }
+    }
+    pub fn status(self, status: u16) -> Self {
+        Behaviour { status, ..self }
+    }
+    /// Answer one request per connection, then close it without `Connection: close`.
+    pub fn stale(self) -> Self {
+        Behaviour {
+            silent_close_after: Some(1),
+            ..self
+        }
+    }
+    /// Like [`Behaviour::stale`], but the socket is dropped without a graceful close.
+    pub fn stale_abrupt(self) -> Self {
+        Behaviour {
+            abrupt_close: true,
+            ..self.stale()
+        }
+    }
+    pub fn body_len(self, body_len: usize) -> Self {
+        Behaviour { body_len, ..self }
+    }
+    pub fn garbage(self) -> Self {
+        Behaviour {
+            garbage: true,
+            ..self
+        }
+    }
+}
+
+/// A request as the server received it.
+#[derive(Clone, Debug)]
+pub struct SeenRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SeenRequest {
+    /// The value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What the server counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counts {
+    pub accepted: u64,
+    pub requests: u64,
+}
+
+/// Requests kept in full for inspection.
+const KEEP_SEEN: usize = 8;
+/// How often blocked threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(20);
+
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    accepted: AtomicU64,
+    requests: AtomicU64,
+    /// Connection threads still running.
+    open: AtomicU64,
+    /// Times the accept loop found no pending connection.
+    idle_rounds: AtomicU64,
+    seen: Mutex<Vec<SeenRequest>>,
+}
+
+/// A loopback HTTP/1.1 server on 127.0.0.1:0, one thread per connection. Stops (and joins
+/// all its threads) when dropped.
+pub struct TestServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub fn start(behaviour: Behaviour) -> TestServer {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local addr");
+        let shared = Arc::new(Shared::default());
+        let acceptor = {
+            let shared = shared.clone();
+            thread::spawn(move || accept_loop(listener, behaviour, shared))
+        };
+        TestServer {
+            addr,
+            shared,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// What the server has counted, once every connection it was offered has been accepted
+    /// and has ended (call it after blast exited; gives up waiting after a few seconds).
+    pub fn counts(&self) -> Counts {
+        self.settle();
+        Counts {
+            accepted: self.shared.accepted.load(Ordering::SeqCst),
+            requests: self.shared.requests.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The first few requests received, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.settle();
+        self.shared.seen.lock().unwrap().clone()
+    }
+
+    fn settle(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // Two idle rounds after now: whatever was in the backlog has been accepted.
+        let round = self.shared.idle_rounds.load(Ordering::SeqCst);
+        while self.shared.idle_rounds.load(Ordering::SeqCst) < round + 2
+            && Instant::now() < deadline
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+        while self.shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(a) = self.acceptor.take() {
+            let _ = a.join();
+        }
+    }
+}
+
+fn accept_loop(listener: TcpListener, behaviour: Behaviour, shared: Arc<Shared>) {
+    let mut conns = Vec::new();
+    while !shared.stop.load(Ordering::SeqCst) {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                shared.accepted.fetch_add(1, Ordering::SeqCst);
+                shared.open.fetch_add(1, Ordering::SeqCst);
+                let (b, s) = (behaviour.clone(), shared.clone());
+                conns.push(thread::spawn(move || {
+                    let _ = serve(stream, &b, &s);
+                    s.open.fetch_sub(1, Ordering::SeqCst);
+                }));
+                conns.retain(|h: &JoinHandle<()>| !h.is_finished());
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                shared.idle_rounds.fetch_add(1, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(1));
+            }
+            Err(_) => thread::sleep(Duration::from_millis(1)),
+        }
+    }
+    for c in conns {
+        let _ = c.join();
+    }
+}
+
+/// Serve one connection until the peer closes it, the behaviour closes it, or the server
+/// stops.
+fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()> {
+    stream.set_nonblocking(false)?;
+    stream.set_read_timeout(Some(POLL))?;
+    stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+    stream.set_nodelay(true)?;
+    let mut buf = Vec::new();
+    let mut served = 0u64;
+    loop {
+        while let Some((req, used)) = parse_request(&buf)? {
+            buf.drain(..used);
+            let req_is_head = req.method == "HEAD";
+            record(shared, req);
+            if !sleep_unless_stopped(b.delay, shared) {
+                return Ok(());
+            }
+            served += 1;
+            if b.garbage {
+                stream.write_all(b"THIS IS NOT HTTP AT ALL\r\n\r\n")?;
+                continue;
+            }
+            let announce_close = b.close_every.is_some_and(|n| served.is_multiple_of(n));
+            let silent_close = b.silent_close_after.is_some_and(|n| served >= n);
+            stream.write_all(&response(b, announce_close, req_is_head))?;
+            if announce_close || silent_close || b.framing == Framing::CloseDelimited {
+                if b.abrupt_close {
+                    return Ok(());
+                }
+                return close_gracefully(stream, shared);
+            }
+        }
+        if !read_more(&mut stream, &mut buf, shared)? {
+            return Ok(());
+        }
+    }
+}
+
+/// Read once into `buf`; false at EOF or when the server stops.
+fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> io::Result<bool> {
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return Ok(false),
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                return Ok(true);
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Send FIN, then discard (without counting) whatever the client still sends until it
+/// closes too, so that the close is never turned into a reset that could destroy the
+/// response in flight.
+fn close_gracefully(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+    stream.shutdown(Shutdown::Write)?;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut sink = Vec::new();
+    while Instant::now() < deadline && read_more(&mut stream, &mut sink, shared)? {
+        sink.clear();
+    }
+    Ok(())
+}
+
+fn sleep_unless_stopped(d: Duration, shared: &Shared) -> bool {
+    let end = Instant::now() + d;
+    loop {
+        if shared.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return true;
+        }
+        thread::sleep((end - now).min(POLL));
+    }
+}
+
+fn record(shared: &Shared, req: SeenRequest) {
+    shared.requests.fetch_add(1, Ordering::SeqCst);
+    let mut seen = shared.seen.lock().unwrap();
+    if seen.len() < KEEP_SEEN {
+        seen.push(req);
+    }
+}
+
+/// One complete request (head and `Content-Length` body) at the front of `buf`, and its
+/// length; None while incomplete.
+fn parse_request(buf: &[u8]) -> io::Result<Option<(SeenRequest, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let headers: Vec<(String, String)> = req
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_string(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let body_len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.trim().parse::<usize>())
+        .transpose()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
+        .unwrap_or(0);
+    let total = head_len + body_len;
+    if buf.len() < total {
+        return Ok(None);
+    }
+    let seen = SeenRequest {
+        method: req.method.unwrap_or_default().to_string(),
+        path: req.path.unwrap_or_default().to_string(),
+        headers,
+        body: buf[head_len..total].to_vec(),
+    };
+    Ok(Some((seen, total)))
+}
+
+/// The response to one request; `head_only` for a HEAD request (no body, same headers).
+fn response(b: &Behaviour, announce_close: bool, head_only: bool) -> Vec<u8> {
+    let body: Vec<u8> = b"hello world"
+        .iter()
+        .copied()
+        .cycle()
+        .take(b.body_len)
+        .collect();
+    let mut out = format!("HTTP/1.1 {} {}\r\n", b.status, reason(b.status)).into_bytes();
+    if announce_close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    let framing = match b.framing {
+        Framing::ContentLength => format!("Content-Length: {}\r\n\r\n", body.len()),
+        Framing::Chunked => {
+            "Transfer-Encoding: chunked\r\nTrailer: X-Checksum, X-Other\r\n\r\n".into()
+        }
+        Framing::CloseDelimited => "Content-Type: text/plain\r\n\r\n".into(),
+    };
+    out.extend_from_slice(framing.as_bytes());
+    if head_only {
+        return out;
+    }
+    match b.framing {
+        Framing::ContentLength | Framing::CloseDelimited => out.extend_from_slice(&body),
+        Framing::Chunked => {
+            // Several chunks even for a small body, at most 1000 bytes each.
+            let chunk_len = (body.len() / 3).clamp(1, 1000);
+            for (i, chunk) in body.chunks(chunk_len).enumerate() {
+                // Every kind of chunk extension: bare name, name=token, name="quoted".
+                let ext = match i % 3 {
+                    0 => ";flag".to_string(),
+                    1 => format!(";n={i}"),
+                    _ => ";q=\"a; b\"".to_string(),
+                };
+                out.extend_from_slice(format!("{:x}{ext}\r\n", chunk.len()).as_bytes());
+                out.extend_from_slice(chunk);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0;last=1\r\nX-Checksum: abc\r\nX-Other: 1\r\n\r\n");
+        }
+    }
+    out
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        404 => "Not Found",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Whatever",
+    }
+}
+
+/// How many CPUs this process may run on (what blast uses by default).
+pub fn allowed_cpu_count() -> usize {
+    blast::plan::allowed_cpus().len()
+}

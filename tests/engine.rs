@@ -1,0 +1,625 @@
+//! End-to-end tests of the load engine: blast against a loopback server that counts what it
+//! really receives. Every run is bounded by `--requests` or a short `--duration`, and by the
+//! harness's hard timeout.
+
+mod common;
+
+use std::time::Duration;
+
+use serde_json::Value;
+
+use common::{blast, blast_json, closed_port, run_blast_json, Behaviour, TempFile, TestServer};
+
+// ---------------------------------------------------------------------------------------
+// Reading the result document
+// ---------------------------------------------------------------------------------------
+
+/// The value at a dotted path (`requests.completed`, `status.503`); panics if missing.
+fn at<'a>(doc: &'a Value, path: &str) -> &'a Value {
+    path.split('.').fold(doc, |v, key| {
+        v.get(key)
+            .unwrap_or_else(|| panic!("result has no `{path}` (missing `{key}`):\n{doc:#}"))
+    })
+}
+
+fn num(doc: &Value, path: &str) -> u64 {
+    at(doc, path)
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{path}` is not an unsigned integer:\n{doc:#}"))
+}
+
+fn float(doc: &Value, path: &str) -> f64 {
+    at(doc, path)
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{path}` is not a number:\n{doc:#}"))
+}
+
+const ERROR_KINDS: [&str; 6] = ["connect", "timeout", "read", "write", "parse", "closed"];
+
+fn assert_no_errors(doc: &Value) {
+    for kind in ERROR_KINDS {
+        assert_eq!(
+            num(doc, &format!("errors.{kind}")),
+            0,
+            "errors.{kind}:\n{doc:#}"
+        );
+    }
+    assert_eq!(num(doc, "requests.failed"), 0, "requests.failed");
+}
+
+/// Exactly `k` requests were sent, completed and 2xx; none failed or was cut off.
+fn assert_exactly_ok(doc: &Value, k: u64) {
+    for key in ["sent", "completed", "ok"] {
+        assert_eq!(num(doc, &format!("requests.{key}")), k, "requests.{key}");
+    }
+    assert_eq!(num(doc, "requests.cut_off"), 0, "requests.cut_off");
+    assert_no_errors(doc);
+}
+
+/// Every request started is accounted for.
+fn assert_balanced(doc: &Value) {
+    let ended =
+        num(doc, "requests.completed") + num(doc, "requests.failed") + num(doc, "requests.cut_off");
+    assert_eq!(
+        num(doc, "requests.sent"),
+        ended,
+        "sent != completed + failed + cut_off"
+    );
+}
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn assert_exit(out: &std::process::Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "exit status {:?}, stderr:\n{}",
+        out.status,
+        stderr_of(out)
+    );
+    assert!(!stderr_of(out).contains("panicked"), "{}", stderr_of(out));
+}
+
+/// blast exited 1 because nothing succeeded, and said so.
+fn assert_no_success_exit(out: &std::process::Output) {
+    assert_exit(out, 1);
+    assert!(
+        stderr_of(out).contains("no successful responses"),
+        "stderr:\n{}",
+        stderr_of(out)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Exact request counts and connections
+// ---------------------------------------------------------------------------------------
+
+/// `--requests k` against a keep-alive server: exactly k requests reach the server, every
+/// one is accounted for, and exactly `conns` connections are opened.
+fn check_exact_requests(cores: u32, conns: u32, k: u64) {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (cores, conns_arg, k_arg) = (cores.to_string(), conns.to_string(), k.to_string());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--cores",
+        &cores,
+        "--conns",
+        &conns_arg,
+        "--requests",
+        &k_arg,
+    ]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, k);
+    assert_eq!(num(&doc, "status.200"), k);
+    let seen = server.counts();
+    assert_eq!(seen.requests, k, "requests the server received");
+    let opened = u64::from(conns).min(k);
+    assert_eq!(seen.accepted, opened, "connections the server accepted");
+    assert_eq!(num(&doc, "connections.opened"), opened);
+    assert_eq!(num(&doc, "connections.reconnects"), 0);
+}
+
+#[test]
+fn requests_exact_on_two_cores_with_uneven_split() {
+    check_exact_requests(2, 7, 1001);
+}
+
+#[test]
+fn requests_exact_on_one_core() {
+    check_exact_requests(1, 3, 101);
+}
+
+#[test]
+fn keep_alive_opens_exactly_conns_connections() {
+    check_exact_requests(2, 6, 300);
+}
+
+/// With fewer connections than CPUs, blast uses fewer cores (every shard needs a
+/// connection to do its share); asking for more cores than connections is an error.
+#[test]
+fn requests_exact_with_fewer_conns_than_cores() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (out, doc) = blast_json(&[&server.url("/"), "--conns", "1", "--requests", "10"]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 10);
+    assert_eq!(server.counts().requests, 10, "requests the server received");
+    let out = blast(&[
+        &server.url("/"),
+        "--cores",
+        "2",
+        "--conns",
+        "1",
+        "--requests",
+        "10",
+    ]);
+    if common::allowed_cpu_count() >= 2 {
+        assert_exit(&out, 2);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Response framing and connection reuse
+// ---------------------------------------------------------------------------------------
+
+/// Run `--requests k` against a server with `behaviour`; assert that every request reached
+/// the server exactly once and completed with no error. Returns the document and what the
+/// server counted.
+fn exact_run_against(behaviour: Behaviour, conns: u32, k: u64) -> (Value, common::Counts) {
+    let server = TestServer::start(behaviour);
+    let (conns, k_arg) = (conns.to_string(), k.to_string());
+    let (out, doc) = blast_json(&[&server.url("/x"), "--conns", &conns, "--requests", &k_arg]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, k);
+    let seen = server.counts();
+    assert_eq!(seen.requests, k, "requests the server received");
+    (doc, seen)
+}
+
+#[test]
+fn reconnects_after_connection_close() {
+    let conns = 4;
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().close_every(5), conns, 203);
+    assert!(
+        num(&doc, "connections.reconnects") > 0,
+        "no reconnects:\n{doc:#}"
+    );
+    assert!(
+        seen.accepted > u64::from(conns),
+        "server accepted {}",
+        seen.accepted
+    );
+    assert_eq!(num(&doc, "connections.opened"), seen.accepted);
+}
+
+#[test]
+fn chunked_bodies_with_extensions_and_trailers() {
+    let (doc, _) = exact_run_against(Behaviour::keep_alive().chunked(), 3, 150);
+    assert!(num(&doc, "transfer.bytes_read") > 0);
+    assert_eq!(
+        num(&doc, "connections.opened"),
+        3,
+        "chunked responses keep the connection"
+    );
+}
+
+#[test]
+fn close_delimited_bodies() {
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().close_delimited(), 3, 60);
+    assert!(num(&doc, "transfer.bytes_read") > 0);
+    assert_eq!(
+        seen.accepted, 60,
+        "one connection per close-delimited response"
+    );
+}
+
+#[test]
+fn stale_keep_alive_connections_are_resent() {
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale(), 3, 60);
+    assert!(num(&doc, "connections.reconnects") > 0);
+    assert_eq!(seen.accepted, 60, "one connection per answered request");
+}
+
+#[test]
+fn stale_keep_alive_connections_dropped_abruptly_are_resent() {
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale_abrupt(), 3, 60);
+    assert!(num(&doc, "connections.reconnects") > 0);
+    assert_eq!(seen.accepted, 60, "one connection per answered request");
+}
+
+#[test]
+fn large_bodies_in_every_framing() {
+    const BODY: u64 = 100_000;
+    for behaviour in [
+        Behaviour::keep_alive(),
+        Behaviour::keep_alive().chunked(),
+        Behaviour::keep_alive().close_delimited(),
+    ] {
+        let framing = behaviour.framing;
+        let (doc, _) = exact_run_against(behaviour.body_len(BODY as usize), 2, 20);
+        let read = num(&doc, "transfer.bytes_read");
+        assert!(read >= 20 * BODY, "{framing:?}: read {read} bytes");
+    }
+}
+
+#[test]
+fn head_responses_have_no_body() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--method",
+        "HEAD",
+        "--conns",
+        "2",
+        "--requests",
+        "40",
+        "--timeout",
+        "1s",
+    ]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 40);
+    assert_eq!(num(&doc, "connections.opened"), 2);
+    assert_eq!(server.counts().requests, 40);
+}
+
+// ---------------------------------------------------------------------------------------
+// Failures
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn timeouts_fail_each_request() {
+    let server = TestServer::start(Behaviour::keep_alive().delay(Duration::from_secs(2)));
+    let (run, doc) = run_blast_json(&[
+        &server.url("/"),
+        "--timeout",
+        "200ms",
+        "--requests",
+        "4",
+        "--conns",
+        "2",
+    ]);
+    assert_no_success_exit(&run.output);
+    assert_eq!(num(&doc, "errors.timeout"), 4);
+    assert_eq!(num(&doc, "requests.failed"), 4);
+    assert_eq!(num(&doc, "requests.completed"), 0);
+    assert_balanced(&doc);
+    // Two rounds of 200 ms per connection; waiting for answers would take 2 s per round.
+    assert!(
+        float(&doc, "elapsed_s") < 2.0,
+        "elapsed_s {}",
+        float(&doc, "elapsed_s")
+    );
+    assert!(run.wall < Duration::from_secs(10), "took {:?}", run.wall);
+    assert_eq!(server.counts().requests, 4);
+}
+
+#[test]
+fn connect_errors_against_a_closed_port_do_not_spin() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let (run, doc) = run_blast_json(&[&url, "--duration", "1s"]);
+    assert_no_success_exit(&run.output);
+    assert!(num(&doc, "errors.connect") > 0, "{doc:#}");
+    assert_eq!(num(&doc, "requests.completed"), 0);
+    assert_balanced(&doc);
+    assert!(
+        run.wall >= Duration::from_millis(900),
+        "ended early: {:?}",
+        run.wall
+    );
+    assert!(
+        run.wall < Duration::from_secs(6),
+        "not on time: {:?}",
+        run.wall
+    );
+    assert!(
+        run.cpu.as_secs_f64() < 0.5 * run.wall.as_secs_f64(),
+        "burnt {:?} of CPU in {:?}",
+        run.cpu,
+        run.wall
+    );
+}
+
+#[test]
+fn non_2xx_responses_complete_but_are_not_ok() {
+    let server = TestServer::start(Behaviour::keep_alive().status(503));
+    let (out, doc) = blast_json(&[&server.url("/"), "--conns", "2", "--requests", "20"]);
+    assert_no_success_exit(&out);
+    assert_eq!(num(&doc, "requests.completed"), 20);
+    assert_eq!(num(&doc, "requests.ok"), 0);
+    assert_eq!(num(&doc, "status.503"), 20);
+    assert_no_errors(&doc);
+    assert_eq!(server.counts().requests, 20);
+}
+
+#[test]
+fn garbage_responses_are_parse_errors() {
+    let server = TestServer::start(Behaviour::keep_alive().garbage());
+    let (out, doc) = blast_json(&[&server.url("/"), "--conns", "2", "--requests", "6"]);
+    assert_no_success_exit(&out);
+    assert!(num(&doc, "errors.parse") > 0, "{doc:#}");
+    assert_eq!(num(&doc, "requests.failed"), 6);
+    assert_eq!(num(&doc, "requests.completed"), 0);
+    assert_balanced(&doc);
+}
+
+// ---------------------------------------------------------------------------------------
+// Duration runs
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn duration_run_against_keep_alive_server() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (run, doc) = run_blast_json(&[&server.url("/"), "--duration", "1s", "--conns", "4"]);
+    assert_exit(&run.output, 0);
+    let elapsed = float(&doc, "elapsed_s");
+    assert!((0.9..=5.0).contains(&elapsed), "elapsed_s {elapsed}");
+    assert!(run.wall < Duration::from_secs(10), "took {:?}", run.wall);
+    assert!(!at(&doc, "timeline").as_array().unwrap().is_empty());
+    assert!(num(&doc, "requests.ok") > 0);
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.completed"), server.counts().requests);
+}
+
+// ---------------------------------------------------------------------------------------
+// The request on the wire
+// ---------------------------------------------------------------------------------------
+
+/// Send two requests with `args` added and return the first one the server saw.
+fn first_request_with(args: &[&str]) -> (common::SeenRequest, u16) {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/shape?q=1");
+    let mut all = vec![
+        url.as_str(),
+        "--cores",
+        "1",
+        "--conns",
+        "1",
+        "--requests",
+        "2",
+    ];
+    all.extend_from_slice(args);
+    let out = blast(&all);
+    assert_exit(&out, 0);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2, "requests seen: {seen:?}");
+    (seen[0].clone(), server.port())
+}
+
+fn assert_hello_put(req: &common::SeenRequest, port: u16) {
+    assert_eq!(req.method, "PUT");
+    assert_eq!(req.path, "/shape?q=1");
+    assert_eq!(req.header("X-Test"), Some("yes"), "{req:?}");
+    assert_eq!(req.header("Content-Length"), Some("5"), "{req:?}");
+    assert_eq!(req.body, b"hello");
+    let host = format!("127.0.0.1:{port}");
+    assert_eq!(req.header("Host"), Some(host.as_str()), "{req:?}");
+}
+
+#[test]
+fn request_carries_method_headers_and_body() {
+    let (req, port) = first_request_with(&[
+        "--method",
+        "PUT",
+        "--header",
+        "X-Test: yes",
+        "--body",
+        "hello",
+    ]);
+    assert_hello_put(&req, port);
+}
+
+#[test]
+fn request_body_from_file() {
+    let body = TempFile::with_contents("body.txt", b"hello");
+    let (req, port) = first_request_with(&[
+        "--method",
+        "PUT",
+        "--header",
+        "X-Test: yes",
+        "--body-file",
+        body.path_str(),
+    ]);
+    assert_hello_put(&req, port);
+}
+
+#[test]
+fn body_without_method_is_a_post() {
+    let (req, _) = first_request_with(&["--body", "hello"]);
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.body, b"hello");
+    assert_eq!(req.header("Content-Length"), Some("5"));
+}
+
+#[test]
+fn plain_request_is_a_get_without_body() {
+    let (req, port) = first_request_with(&[]);
+    assert_eq!(req.method, "GET");
+    assert!(req.body.is_empty());
+    assert_eq!(req.header("Content-Length"), None);
+    assert_eq!(
+        req.header("Host"),
+        Some(format!("127.0.0.1:{port}").as_str())
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The result document
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn json_document_has_every_key() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--conns",
+        "2",
+        "--requests",
+        "50",
+        "--interval",
+        "10ms",
+    ]);
+    assert_exit(&out, 0);
+    let paths = [
+        "elapsed_s",
+        "rps",
+        "requests.sent",
+        "requests.completed",
+        "requests.ok",
+        "requests.failed",
+        "status",
+        "latency_us.min",
+        "latency_us.mean",
+        "latency_us.p50",
+        "latency_us.p90",
+        "latency_us.p99",
+        "latency_us.p999",
+        "latency_us.max",
+        "timeline",
+        "histograms.latency_us",
+        "config",
+    ];
+    for path in paths {
+        at(&doc, path);
+    }
+    for kind in ERROR_KINDS {
+        at(&doc, &format!("errors.{kind}"));
+    }
+    assert!(at(&doc, "config").is_object());
+
+    let rows = at(&doc, "timeline")
+        .as_array()
+        .expect("timeline is an array");
+    assert!(!rows.is_empty());
+    for row in rows {
+        for key in [
+            "t_s",
+            "completed",
+            "ok",
+            "errors",
+            "in_flight",
+            "rps",
+            "p50_us",
+            "p99_us",
+        ] {
+            at(row, key);
+        }
+    }
+    let completed: u64 = rows.iter().map(|r| num(r, "completed")).sum();
+    assert_eq!(
+        completed,
+        num(&doc, "requests.completed"),
+        "timeline rows add up"
+    );
+
+    let encoded = at(&doc, "histograms.latency_us")
+        .as_str()
+        .expect("base64 string");
+    let hist = blast::report::decode_histogram(encoded).expect("histogram decodes");
+    assert_eq!(hist.len(), num(&doc, "requests.completed"));
+}
+
+#[test]
+fn json_to_stdout_keeps_the_summary_off_stdout() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let out = blast(&[
+        &server.url("/"),
+        "--conns",
+        "2",
+        "--requests",
+        "10",
+        "--json",
+        "-",
+    ]);
+    assert_exit(&out, 0);
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON document ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    assert_eq!(num(&doc, "requests.completed"), 10);
+    assert!(
+        stderr_of(&out).contains("Requests"),
+        "summary goes to stderr"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Bad input
+// ---------------------------------------------------------------------------------------
+
+/// What is wrong with how blast rejected `args`, if anything. `own_message`: blast's own
+/// validation (one `blast: ` line) rather than clap's usage error.
+fn rejection_problem(args: &[&str], own_message: bool, must_mention: &str) -> Option<String> {
+    let out = blast(args);
+    let err = stderr_of(&out);
+    let problem = if out.status.code() != Some(2) {
+        format!("exit status {:?}", out.status)
+    } else if err.contains("panicked") {
+        "panicked".to_string()
+    } else if own_message && (err.lines().count() != 1 || !err.starts_with("blast: ")) {
+        "not exactly one `blast: ` line on stderr".to_string()
+    } else if !err.contains(must_mention) {
+        format!("message does not mention {must_mention:?}")
+    } else {
+        return None;
+    };
+    Some(format!("{args:?}: {problem}; stderr:\n{err}"))
+}
+
+#[test]
+fn bad_input_is_rejected_with_one_line() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let url = url.as_str();
+    let own_checks: &[(&[&str], &str)] = &[
+        (&["not a url", "--requests", "1"], ""),
+        (&["ftp://127.0.0.1/", "--requests", "1"], "ftp"),
+        (&["https://127.0.0.1/", "--requests", "1"], "TLS"),
+        (
+            &["http://nonexistent.invalid/", "--requests", "1"],
+            "nonexistent.invalid",
+        ),
+        (&[url, "--conns", "0", "--requests", "1"], "--conns"),
+        (&[url, "--cores", "0", "--requests", "1"], "--cores"),
+        (&[url, "--cores", "999", "--requests", "1"], "--cores"),
+        (&[url, "--duration", "tenseconds"], "--duration"),
+        (&[url, "--timeout", "0s", "--requests", "1"], "--timeout"),
+        (
+            &[url, "--connect-timeout", "0s", "--requests", "1"],
+            "--connect-timeout",
+        ),
+        (
+            &[url, "--body-file", "/nonexistent", "--requests", "1"],
+            "/nonexistent",
+        ),
+        (&[url, "--header", "NoColon", "--requests", "1"], "NoColon"),
+        (&[url, "--requests", "0"], "--requests"),
+        (&[url, "--conns", "10000000", "--requests", "1"], "--conns"),
+    ];
+    let clap_level: &[&[&str]] = &[
+        &[],
+        &[url, "--conns", "many"],
+        &[url, "--requests", "-5"],
+        &[
+            url,
+            "--body",
+            "a",
+            "--body-file",
+            "/dev/null",
+            "--requests",
+            "1",
+        ],
+        &[url, "--no-such-flag"],
+    ];
+    let problems: Vec<String> = own_checks
+        .iter()
+        .filter_map(|(args, mention)| rejection_problem(args, true, mention))
+        .chain(
+            clap_level
+                .iter()
+                .filter_map(|args| rejection_problem(args, false, "")),
+        )
+        .collect();
+    assert!(problems.is_empty(), "{}", problems.join("\n\n"));
+}
