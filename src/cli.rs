@@ -33,6 +33,16 @@ pub enum Command {
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApiArg {
+    /// Plain HTTP: no request body of ours, responses not decoded.
+    None,
+    OllamaGenerate,
+    OllamaChat,
+    OpenaiChat,
+    OpenaiCompletions,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArrivalsArg {
     Uniform,
     Poisson,
@@ -173,6 +183,38 @@ pub struct RunArgs {
 
     #[arg(long, default_value = "10s", help_heading = "Open loop")]
     pub chaos_max_hold: String,
+
+    /// Speak an LLM API: build its request bodies and decode its streams (TTFT, ITL, tokens).
+    #[arg(long, value_enum, default_value = "none", help_heading = "LLM")]
+    pub api: ApiArg,
+
+    #[arg(long, default_value = "llama3.2", help_heading = "LLM")]
+    pub model: String,
+
+    /// Built-in prompt sets to rotate through: short, medium, long (comma-separated).
+    #[arg(long, default_value = "short", help_heading = "LLM")]
+    pub prompts: String,
+
+    /// Prompts from a file, one per line (instead of --prompts).
+    #[arg(long, value_name = "PATH", help_heading = "LLM")]
+    pub prompt_file: Option<PathBuf>,
+
+    /// Ask for a streamed response (the default).
+    #[arg(long, overrides_with = "no_stream", help_heading = "LLM")]
+    pub stream: bool,
+
+    /// Ask for one whole response instead of a stream.
+    #[arg(long, help_heading = "LLM")]
+    pub no_stream: bool,
+
+    /// Cap on generated tokens (Ollama options.num_predict, OpenAI max_tokens).
+    #[arg(long, help_heading = "LLM")]
+    pub max_tokens: Option<u32>,
+
+    /// Service-level objectives for goodput, e.g. "ttft=500ms,tpot=50ms,e2e=10s": requests
+    /// per second that met every one of them.
+    #[arg(long, help_heading = "LLM")]
+    pub slo: Option<String>,
 
     /// k6-style stages, linear ramps between targets: "30s:100,1m:1000,30s:0".
     /// The run lasts as long as the stages unless --duration says otherwise.

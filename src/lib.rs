@@ -9,6 +9,7 @@ pub mod cli;
 pub mod engine;
 pub mod http;
 pub mod limits;
+pub mod llm;
 pub mod plan;
 pub mod report;
 pub mod scenario;

@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::cli::{ArrivalsArg, PatternArg, RunArgs};
+use crate::cli::{ApiArg, ArrivalsArg, PatternArg, RunArgs};
 use crate::http::request::{self, RequestSpec};
 use crate::limits;
+use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
 use crate::schedule::{self, shard_share, Arrivals, Pattern, RateSpec};
+use crate::stats::Metric;
 
 /// A user error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -44,8 +46,33 @@ pub struct Plan {
     pub rate: Option<RateSpec>,
     /// Cap on requests in flight over all shards.
     pub max_in_flight: Option<u64>,
+    /// Speaking an LLM API: decode its streams.
+    pub llm: Option<LlmPlan>,
     pub output: Output,
     pub config: Config,
+}
+
+/// What the engine needs to know to decode an LLM API's responses.
+#[derive(Clone, Copy, Debug)]
+pub struct LlmPlan {
+    pub api: Api,
+    pub streaming: bool,
+    pub slo: Slo,
+}
+
+/// The LLM part of `config` in the result document.
+#[derive(Clone, Debug, Serialize)]
+pub struct LlmConfig {
+    pub api: Api,
+    pub model: String,
+    /// Prompt sets (or "file:PATH") and how many distinct prompts rotate.
+    pub prompts: String,
+    pub prompt_count: usize,
+    pub stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slo: Option<Slo>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -85,6 +112,8 @@ pub struct Config {
     pub rate: Option<RateSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmConfig>,
     /// The named scenario this run came from, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scenario: Option<String>,
@@ -293,6 +322,16 @@ impl Plan {
             })?,
             (None, None) => Vec::new(),
         };
+        let api = match args.api {
+            ApiArg::None => None,
+            ApiArg::OllamaGenerate => Some(Api::OllamaGenerate),
+            ApiArg::OllamaChat => Some(Api::OllamaChat),
+            ApiArg::OpenaiChat => Some(Api::OpenaiChat),
+            ApiArg::OpenaiCompletions => Some(Api::OpenaiCompletions),
+        };
+        if api.is_some() && !body.is_empty() {
+            return err("--body/--body-file and --api both set the body: use one of them");
+        }
         let method = match &args.method {
             Some(m) => {
                 let m = m.trim().to_ascii_uppercase();
@@ -305,7 +344,7 @@ impl Plan {
                 }
                 m
             }
-            None if !body.is_empty() => "POST".to_string(),
+            None if !body.is_empty() || api.is_some() => "POST".to_string(),
             None => "GET".to_string(),
         };
 
@@ -313,13 +352,22 @@ impl Plan {
         limits::raise_nofile(args.conns).map_err(PlanError)?;
         limits::check_memlock().map_err(PlanError)?;
 
-        let rendered = request::render(&RequestSpec {
-            method: &method,
-            path: &target.path,
-            host: &target.authority,
-            headers: &headers,
-            body: &body,
-        });
+        let (rendered, llm, llm_config) = match api {
+            None => {
+                let one = request::render(&RequestSpec {
+                    method: &method,
+                    path: &target.path,
+                    host: &target.authority,
+                    headers: &headers,
+                    body: &body,
+                });
+                (vec![one], None, None)
+            }
+            Some(api) => {
+                let (rendered, plan, config) = llm_requests(args, api, &method, &target, headers)?;
+                (rendered, Some(plan), Some(config))
+            }
+        };
         let output = Output {
             quiet: args.quiet,
             json_stdout: args.json.as_deref() == Some("-"),
@@ -346,6 +394,7 @@ impl Plan {
             body_bytes: body.len(),
             rate: rate.clone(),
             max_in_flight,
+            llm: llm_config,
             scenario: None,
         };
         Ok(Plan {
@@ -357,10 +406,11 @@ impl Plan {
             timeout,
             connect_timeout,
             interval,
-            rendered: vec![rendered],
+            rendered,
             head: method == "HEAD",
             rate,
             max_in_flight,
+            llm,
             output,
             config,
         })
@@ -377,11 +427,111 @@ impl Plan {
             .map(|n| shard_share(n, shard, self.cpus.len()))
     }
 
+    /// The distributions this run records.
+    pub fn metrics(&self) -> Vec<Metric> {
+        let mut m = vec![Metric::Latency];
+        if self.rate.is_some() {
+            m.extend(Metric::OPEN_LOOP);
+        }
+        if self.llm.is_some() {
+            m.extend(Metric::LLM);
+        }
+        m
+    }
+
     /// Shard `i`'s part of `--max-in-flight`.
     pub fn max_in_flight_of(&self, shard: usize) -> Option<u64> {
         self.max_in_flight
             .map(|n| shard_share(n, shard, self.cpus.len()))
     }
+}
+
+/// One request per prompt, in rotation, for an LLM API. A URL without a path gets the
+/// API's usual one.
+fn llm_requests(
+    args: &RunArgs,
+    api: Api,
+    method: &str,
+    target: &Target,
+    mut headers: Vec<(String, String)>,
+) -> Result<(Vec<Vec<u8>>, LlmPlan, LlmConfig), PlanError> {
+    let (mix, prompts_name) = match &args.prompt_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                PlanError(format!("cannot read --prompt-file {}: {e}", path.display()))
+            })?;
+            let mix = PromptMix::from_file(&text)
+                .map_err(|e| PlanError(format!("--prompt-file {}: {e}", path.display())))?;
+            (mix, format!("file:{}", path.display()))
+        }
+        None => {
+            let sets = PromptSet::parse_list(&args.prompts)
+                .map_err(|e| PlanError(format!("--prompts: {e}")))?;
+            let mix = PromptMix::from_sets(&sets)
+                .ok_or_else(|| PlanError("--prompts: no prompt set given".into()))?;
+            (mix, args.prompts.clone())
+        }
+    };
+    if args.model.trim().is_empty() {
+        return err("--model must not be empty");
+    }
+    if args.max_tokens == Some(0) {
+        return err("--max-tokens must be at least 1");
+    }
+    let slo = match &args.slo {
+        Some(text) => Slo::parse(text).map_err(PlanError)?,
+        None => Slo::default(),
+    };
+    let streaming = !args.no_stream;
+    let path = if target.path == "/" {
+        api.default_path()
+    } else {
+        target.path.as_str()
+    };
+    if !headers
+        .iter()
+        .any(|(n, _)| n.eq_ignore_ascii_case("content-type"))
+    {
+        headers.push(("Content-Type".into(), "application/json".into()));
+    }
+    let rendered = mix
+        .iter()
+        .map(|prompt| {
+            let body = llm::render(&llm::BodySpec {
+                api,
+                model: &args.model,
+                prompt,
+                stream: streaming,
+                max_tokens: args.max_tokens,
+                include_usage: true,
+            });
+            request::render(&RequestSpec {
+                method,
+                path,
+                host: &target.authority,
+                headers: &headers,
+                body: &body,
+            })
+        })
+        .collect();
+    let config = LlmConfig {
+        api,
+        model: args.model.clone(),
+        prompts: prompts_name,
+        prompt_count: mix.len(),
+        stream: streaming,
+        max_tokens: args.max_tokens,
+        slo: slo.is_set().then_some(slo),
+    };
+    Ok((
+        rendered,
+        LlmPlan {
+            api,
+            streaming,
+            slo,
+        },
+        config,
+    ))
 }
 
 /// The open-loop schedule the user asked for, if any (not yet checked against the run length).

@@ -36,16 +36,22 @@ pub enum ErrorKind {
     Parse,
     /// The server closed the connection before the response was complete.
     Closed,
+    /// LLM: a 2xx response whose stream carried an error object (or malformed events).
+    Stream,
+    /// LLM: the body ended before the stream's end (`done`, `[DONE]` or a finish reason).
+    Truncated,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 6] = [
+    pub const ALL: [ErrorKind; 8] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Read,
         ErrorKind::Write,
         ErrorKind::Parse,
         ErrorKind::Closed,
+        ErrorKind::Stream,
+        ErrorKind::Truncated,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -55,6 +61,8 @@ impl ErrorKind {
             ErrorKind::Write => "write",
             ErrorKind::Parse => "parse",
             ErrorKind::Closed => "closed",
+            ErrorKind::Stream => "stream",
+            ErrorKind::Truncated => "truncated",
         }
     }
 }
@@ -68,18 +76,62 @@ pub enum Metric {
     LatencyUncorrected,
     /// Open loop only: how late the write was against its intended time.
     SendLag,
+    /// LLM: until the response head (time to first byte).
+    Ttfb,
+    /// LLM: until the first event with generated text (time to first token).
+    Ttft,
+    /// LLM: gaps between consecutive token events, pooled over all responses.
+    Itl,
+    /// LLM: (end to end - TTFT) / (tokens - 1), one value per response.
+    Tpot,
+    /// Ollama's own figures, from the final object.
+    ServerLoad,
+    ServerPromptEval,
+    ServerEval,
+    /// Ollama: total - load - prompt eval - eval, the time spent waiting in its queue.
+    ServerQueue,
 }
 
 impl Metric {
-    pub const COUNT: usize = 3;
-    pub const ALL: [Metric; Metric::COUNT] =
-        [Metric::Latency, Metric::LatencyUncorrected, Metric::SendLag];
+    pub const COUNT: usize = 11;
+    pub const ALL: [Metric; Metric::COUNT] = [
+        Metric::Latency,
+        Metric::LatencyUncorrected,
+        Metric::SendLag,
+        Metric::Ttfb,
+        Metric::Ttft,
+        Metric::Itl,
+        Metric::Tpot,
+        Metric::ServerLoad,
+        Metric::ServerPromptEval,
+        Metric::ServerEval,
+        Metric::ServerQueue,
+    ];
+    pub const OPEN_LOOP: [Metric; 2] = [Metric::LatencyUncorrected, Metric::SendLag];
+    pub const LLM: [Metric; 8] = [
+        Metric::Ttfb,
+        Metric::Ttft,
+        Metric::Itl,
+        Metric::Tpot,
+        Metric::ServerLoad,
+        Metric::ServerPromptEval,
+        Metric::ServerEval,
+        Metric::ServerQueue,
+    ];
     /// The key in the result document.
     pub fn key(self) -> &'static str {
         match self {
             Metric::Latency => "latency_us",
             Metric::LatencyUncorrected => "latency_uncorrected_us",
             Metric::SendLag => "send_lag_us",
+            Metric::Ttfb => "ttfb_us",
+            Metric::Ttft => "ttft_us",
+            Metric::Itl => "itl_us",
+            Metric::Tpot => "tpot_us",
+            Metric::ServerLoad => "server_load_us",
+            Metric::ServerPromptEval => "server_prompt_eval_us",
+            Metric::ServerEval => "server_eval_us",
+            Metric::ServerQueue => "server_queue_us",
         }
     }
 }
@@ -144,18 +196,32 @@ pub struct Counters {
     pub completed: u64,
     /// Completed with a 2xx status.
     pub ok: u64,
-    /// Ended without a complete response (see `errors`).
+    /// Ended without a complete, valid response (see `errors`).
     pub failed: u64,
-    /// Still in flight when the run was cut short (Ctrl-C, or still unanswered at the end).
+    /// Still in flight when the run was cut short (Ctrl-C).
     pub cut_off: u64,
     pub errors: [u64; ErrorKind::ALL.len()],
-    /// Responses by status code (index = code, 0..=999).
+    /// Response heads by status code (index = code, 0..=999).
     pub status: Vec<u64>,
     pub bytes_read: u64,
     pub bytes_written: u64,
     pub conns_opened: u64,
     /// Connections opened again after the server closed one.
     pub reconnects: u64,
+    /// LLM: generated tokens (the server's count when it gives one, else token events).
+    pub tokens: u64,
+    /// LLM: responses whose token count came from the server, and from counting events.
+    pub tokens_by_server: u64,
+    pub tokens_by_events: u64,
+    /// LLM: prompt tokens, as the server counted them.
+    pub prompt_tokens: u64,
+    /// Ollama: sum of eval_count over responses that gave eval_duration, and of eval_duration.
+    pub server_eval_tokens: u64,
+    pub server_eval_ns: u64,
+    /// LLM: finish reasons: stop, length, other.
+    pub done_reasons: [u64; 3],
+    /// LLM: responses that met every `--slo`.
+    pub good: u64,
 }
 
 impl Default for Counters {
@@ -172,6 +238,14 @@ impl Default for Counters {
             bytes_written: 0,
             conns_opened: 0,
             reconnects: 0,
+            tokens: 0,
+            tokens_by_server: 0,
+            tokens_by_events: 0,
+            prompt_tokens: 0,
+            server_eval_tokens: 0,
+            server_eval_ns: 0,
+            done_reasons: [0; 3],
+            good: 0,
         }
     }
 }
@@ -186,16 +260,17 @@ impl Counters {
         self.errors[kind as usize]
     }
 
-    pub fn errors_total(&self) -> u64 {
-        self.errors.iter().sum()
-    }
-
     #[inline]
     pub fn record_status(&mut self, status: u16) {
         self.completed += 1;
         if (200..300).contains(&status) {
             self.ok += 1;
         }
+        self.count_status(status);
+    }
+
+    #[inline]
+    pub fn count_status(&mut self, status: u16) {
         if let Some(n) = self.status.get_mut(status as usize) {
             *n += 1;
         }
@@ -203,49 +278,56 @@ impl Counters {
 
     #[inline]
     pub fn record_error(&mut self, kind: ErrorKind, requests: u64) {
-        self.errors[kind as usize] += 1;
+        self.errors[kind as usize] += requests;
         self.failed += requests;
+    }
+
+    /// Apply `f` to every counter of `self` with the matching counter of `other`: the one
+    /// place that lists the fields, so that adding one cannot miss the merge or the diff.
+    fn zip_with(&mut self, other: &Counters, f: impl Fn(&mut u64, u64)) {
+        let scalars = [
+            (&mut self.sent, other.sent),
+            (&mut self.completed, other.completed),
+            (&mut self.ok, other.ok),
+            (&mut self.failed, other.failed),
+            (&mut self.cut_off, other.cut_off),
+            (&mut self.bytes_read, other.bytes_read),
+            (&mut self.bytes_written, other.bytes_written),
+            (&mut self.conns_opened, other.conns_opened),
+            (&mut self.reconnects, other.reconnects),
+            (&mut self.tokens, other.tokens),
+            (&mut self.tokens_by_server, other.tokens_by_server),
+            (&mut self.tokens_by_events, other.tokens_by_events),
+            (&mut self.prompt_tokens, other.prompt_tokens),
+            (&mut self.server_eval_tokens, other.server_eval_tokens),
+            (&mut self.server_eval_ns, other.server_eval_ns),
+            (&mut self.good, other.good),
+        ];
+        for (mine, theirs) in scalars {
+            f(mine, theirs);
+        }
+        let arrays = self
+            .errors
+            .iter_mut()
+            .zip(&other.errors)
+            .chain(self.status.iter_mut().zip(&other.status))
+            .chain(self.done_reasons.iter_mut().zip(&other.done_reasons));
+        for (mine, theirs) in arrays {
+            f(mine, *theirs);
+        }
     }
 
     /// Field by field `self - earlier` (for one interval).
     pub fn since(&self, earlier: &Counters) -> Counters {
         let mut d = self.clone();
-        d.sent -= earlier.sent;
-        d.completed -= earlier.completed;
-        d.ok -= earlier.ok;
-        d.failed -= earlier.failed;
-        d.cut_off -= earlier.cut_off;
-        for (a, b) in d.errors.iter_mut().zip(&earlier.errors) {
-            *a -= b;
-        }
-        for (a, b) in d.status.iter_mut().zip(&earlier.status) {
-            *a -= b;
-        }
-        d.bytes_read -= earlier.bytes_read;
-        d.bytes_written -= earlier.bytes_written;
-        d.conns_opened -= earlier.conns_opened;
-        d.reconnects -= earlier.reconnects;
+        d.zip_with(earlier, |a, b| *a -= b);
         d
     }
 }
 
 impl AddAssign<&Counters> for Counters {
-    fn add_assign(&mut self, o: &Counters) {
-        self.sent += o.sent;
-        self.completed += o.completed;
-        self.ok += o.ok;
-        self.failed += o.failed;
-        self.cut_off += o.cut_off;
-        for (a, b) in self.errors.iter_mut().zip(&o.errors) {
-            *a += b;
-        }
-        for (a, b) in self.status.iter_mut().zip(&o.status) {
-            *a += b;
-        }
-        self.bytes_read += o.bytes_read;
-        self.bytes_written += o.bytes_written;
-        self.conns_opened += o.conns_opened;
-        self.reconnects += o.reconnects;
+    fn add_assign(&mut self, other: &Counters) {
+        self.zip_with(other, |a, b| *a += b);
     }
 }
 

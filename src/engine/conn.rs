@@ -15,6 +15,7 @@ use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
+use super::llm::{BodyTap, LlmTracker};
 use super::shard::{Abort, Shard, Ticket};
 use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
 use crate::stats::{ErrorKind, Metric};
@@ -58,6 +59,9 @@ struct Conn {
     window: VecDeque<InFlight>,
     wbuf: Vec<u8>,
     timer: Timer,
+    /// When the latest read returned.
+    read_at: Instant,
+    llm: Option<LlmTracker>,
 }
 
 /// How an exchange on the current connection ended, when it did not simply continue.
@@ -86,7 +90,10 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
         window: VecDeque::with_capacity(depth),
         wbuf: Vec::new(),
         timer: Timer::new(Duration::ZERO),
+        read_at: Instant::now(),
+        llm: None,
     };
+    c.llm = c.shard.setup.llm.map(LlmTracker::new);
     // The parser must know about HEAD before the first response, not only after a reset.
     c.parser.reset(c.shard.setup.head);
     loop {
@@ -209,8 +216,17 @@ impl Conn {
     async fn read(&mut self) -> Result<(), Broken> {
         loop {
             let mut completed = false;
-            while self.start < self.end && !self.window.is_empty() {
-                match self.parser.feed(&self.buf[self.start..self.end], &mut ()) {
+            while let Some(front) = self.window.front() {
+                if self.start == self.end {
+                    break;
+                }
+                let mut tap = BodyTap {
+                    llm: self.llm.as_mut(),
+                    hists: &self.shard.hists,
+                    base: front.ticket.intended.unwrap_or(front.sent),
+                    now: self.read_at,
+                };
+                match self.parser.feed(&self.buf[self.start..self.end], &mut tap) {
                     Ok(Progress::Partial { consumed }) => {
                         self.start += consumed;
                         break;
@@ -237,6 +253,9 @@ impl Conn {
                     if let Some(why) = self.watch().fired.get() {
                         return Err(aborted(why));
                     }
+                    // One clock read per read: every response and token event it completes
+                    // is timed by it.
+                    self.read_at = Instant::now();
                     self.end += n;
                     self.shard.counters.borrow_mut().bytes_read += n as u64;
                 }
@@ -252,13 +271,28 @@ impl Conn {
             .window
             .pop_front()
             .expect("a response answers a request in flight");
-        let now = Instant::now();
-        self.shard.counters.borrow_mut().record_status(head.status);
+        let now = self.read_at;
         self.shard.release(1);
-        let mut hists = self.shard.hists.borrow_mut();
-        hists.record(Metric::Latency, now - f.ticket.intended.unwrap_or(f.sent));
-        hists.record(Metric::LatencyUncorrected, now - f.sent);
-        drop(hists);
+        {
+            let mut counters = self.shard.counters.borrow_mut();
+            let mut hists = self.shard.hists.borrow_mut();
+            let verdict = match &mut self.llm {
+                Some(llm) => llm.finish(now, &mut counters, &mut hists),
+                None => Ok(()),
+            };
+            match verdict {
+                Ok(()) => {
+                    counters.record_status(head.status);
+                    hists.record(Metric::Latency, now - f.ticket.intended.unwrap_or(f.sent));
+                    hists.record(Metric::LatencyUncorrected, now - f.sent);
+                }
+                // The server answered, but the stream inside failed: a failed request.
+                Err(kind) => {
+                    counters.count_status(head.status);
+                    counters.record_error(kind, 1);
+                }
+            }
+        }
         self.served += 1;
         self.parser.reset(self.shard.setup.head);
         let next_deadline = self
@@ -275,6 +309,7 @@ impl Conn {
         if let Some(why) = self.watch().fired.get() {
             return aborted(why);
         }
+        self.read_at = Instant::now();
         match self.parser.on_eof(&mut ()) {
             Ok(Some(head)) => {
                 self.complete(head);

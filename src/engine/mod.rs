@@ -3,6 +3,7 @@
 //! path; they meet the main thread only through a crossbeam channel of `Snapshot`s.
 
 mod conn;
+mod llm;
 mod shard;
 
 use std::net::SocketAddr;
@@ -12,7 +13,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
-use crate::plan::Plan;
+use crate::plan::{LlmPlan, Plan};
 use crate::schedule::RateSpec;
 use crate::stats::{Metric, Snapshot};
 
@@ -59,6 +60,7 @@ pub(crate) struct ShardSetup {
     pub shards: usize,
     /// This shard's share of `--max-in-flight`.
     pub max_in_flight: Option<u64>,
+    pub llm: Option<LlmPlan>,
 }
 
 /// A started run: its shards are connected to the aggregator by `snapshots`.
@@ -88,13 +90,11 @@ impl Run {
                 interval: plan.interval,
                 requests: plan.rendered.clone(),
                 head: plan.head,
-                metrics: match plan.rate {
-                    Some(_) => vec![Metric::Latency, Metric::LatencyUncorrected, Metric::SendLag],
-                    None => vec![Metric::Latency],
-                },
+                metrics: plan.metrics(),
                 rate: plan.rate.clone(),
                 shards: plan.cpus.len(),
                 max_in_flight: plan.max_in_flight_of(id),
+                llm: plan.llm,
             };
             let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
             readies.push(ready_rx);

@@ -12,7 +12,7 @@ pub fn write_timeline(w: &mut impl Write, rows: &[TimelineRow]) -> io::Result<()
     for r in rows {
         writeln!(
             w,
-            "{:.3},{:.3},{:.2},{},{},{},{},{},{:.2},{},{}",
+            "{:.3},{:.3},{:.2},{},{},{},{},{},{:.2},{},{},{}",
             r.t_s,
             r.dt_s,
             r.target_rps,
@@ -23,7 +23,8 @@ pub fn write_timeline(w: &mut impl Write, rows: &[TimelineRow]) -> io::Result<()
             r.in_flight,
             r.rps,
             r.p50_us,
-            r.p99_us
+            r.p99_us,
+            r.tokens
         )?;
     }
     Ok(())

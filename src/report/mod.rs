@@ -51,6 +51,38 @@ pub struct OpenLoop {
     pub kept_up: bool,
 }
 
+/// LLM figures of the run.
+#[derive(Clone, Debug, Serialize)]
+pub struct Tokens {
+    /// Generated tokens over all successful responses.
+    pub output: u64,
+    /// Generated tokens per second of the run.
+    pub per_s: f64,
+    /// "server" when every response carried the server's count (Ollama eval_count, OpenAI
+    /// usage.completion_tokens), "events" when none did (token events were counted), else "mixed".
+    pub source: &'static str,
+    pub prompt: u64,
+    /// Ollama: eval_count / eval_duration summed over responses, the server's own speed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_per_s: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DoneReasons {
+    pub stop: u64,
+    pub length: u64,
+    pub other: u64,
+}
+
+/// Requests per second that met every `--slo` (vLLM's goodput).
+#[derive(Clone, Debug, Serialize)]
+pub struct Goodput {
+    pub good: u64,
+    pub rps: f64,
+    /// Share of completed requests that met the objectives.
+    pub ratio: f64,
+}
+
 /// Achieved rate may fall this far below target before blast calls itself overloaded.
 const RATE_TOLERANCE: f64 = 0.01;
 /// Send lag p99 above this means blast's own scheduling could not keep up.
@@ -67,9 +99,10 @@ pub struct Report {
     pub status: BTreeMap<String, u64>,
     pub errors: BTreeMap<&'static str, u64>,
     pub latency_us: Summary,
-    /// Other distributions of the run (`latency_uncorrected_us`, `send_lag_us`, ...).
-    #[serde(flatten)]
-    pub distributions: BTreeMap<&'static str, Summary>,
+    /// Other distributions of the run (`latency_uncorrected_us`, `send_lag_us`, `ttft_us`, ...),
+    /// in the order of `Metric::ALL`.
+    #[serde(flatten, serialize_with = "ser_pairs")]
+    pub distributions: Vec<(&'static str, Summary)>,
     pub transfer: Transfer,
     pub connections: Connections,
     pub client_cpu_us_per_request: f64,
@@ -77,6 +110,12 @@ pub struct Report {
     pub interrupted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub open_loop: Option<OpenLoop>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<Tokens>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done_reasons: Option<DoneReasons>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goodput: Option<Goodput>,
     pub timeline: Vec<TimelineRow>,
     /// base64 of each histogram's V2 + DEFLATE serialisation, for exact merging elsewhere.
     pub histograms: BTreeMap<&'static str, String>,
@@ -111,12 +150,12 @@ impl Report {
             .iter()
             .map(|k| (k.name(), totals.error(*k)))
             .collect();
-        let mut distributions = BTreeMap::new();
+        let mut distributions = Vec::new();
         let mut histograms = BTreeMap::new();
         if let Some(hists) = &agg.hists {
             for (m, h) in hists.enabled() {
                 if m != Metric::Latency {
-                    distributions.insert(m.key(), Summary::of(h));
+                    distributions.push((m.key(), Summary::of(h)));
                 }
                 histograms.insert(m.key(), encode_histogram(h));
             }
@@ -154,11 +193,49 @@ impl Report {
             peak_rss_bytes: cost.peak_rss_bytes,
             interrupted,
             open_loop: plan.rate.as_ref().map(|_| open_loop(agg, plan.duration)),
+            tokens: plan.llm.map(|_| Tokens {
+                output: totals.tokens,
+                per_s: per_s(totals.tokens),
+                source: match (totals.tokens_by_server, totals.tokens_by_events) {
+                    (_, 0) => "server",
+                    (0, _) => "events",
+                    _ => "mixed",
+                },
+                prompt: totals.prompt_tokens,
+                server_per_s: (totals.server_eval_ns > 0)
+                    .then(|| totals.server_eval_tokens as f64 * 1e9 / totals.server_eval_ns as f64),
+            }),
+            done_reasons: plan.llm.map(|_| DoneReasons {
+                stop: totals.done_reasons[0],
+                length: totals.done_reasons[1],
+                other: totals.done_reasons[2],
+            }),
+            goodput: plan.llm.filter(|l| l.slo.is_set()).map(|_| Goodput {
+                good: totals.good,
+                rps: per_s(totals.good),
+                ratio: if totals.completed > 0 {
+                    totals.good as f64 / totals.completed as f64
+                } else {
+                    0.0
+                },
+            }),
             timeline: agg.timeline.clone(),
             histograms,
             config: plan.config.clone(),
         }
     }
+}
+
+fn ser_pairs<S: serde::Serializer>(
+    pairs: &[(&'static str, Summary)],
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::ser::SerializeMap;
+    let mut map = s.serialize_map(Some(pairs.len()))?;
+    for (k, v) in pairs {
+        map.serialize_entry(k, v)?;
+    }
+    map.end()
 }
 
 /// Compare what was started with what was asked for, over the sending window (the run's

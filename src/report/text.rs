@@ -4,7 +4,11 @@ use std::io::{self, Write};
 
 use super::Report;
 use crate::aggregate::TimelineRow;
-use crate::stats::Summary;
+use crate::stats::{Metric, Summary};
+
+fn is_llm(key: &str) -> bool {
+    Metric::LLM.iter().any(|m| m.key() == key)
+}
 
 /// Microseconds in the unit a person reads best.
 pub fn fmt_us(us: f64) -> String {
@@ -98,7 +102,7 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
     )?;
     write_distribution(w, "latency", &r.latency_us)?;
-    for (key, s) in &r.distributions {
+    for (key, s) in r.distributions.iter().filter(|(k, _)| !is_llm(k)) {
         write_distribution(w, key.trim_end_matches("_us"), s)?;
     }
     writeln!(w)?;
@@ -142,6 +146,7 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         r.client_cpu_us_per_request,
         fmt_bytes(r.peak_rss_bytes as f64)
     )?;
+    write_llm(w, r)?;
     if let Some(o) = &r.open_loop {
         writeln!(
             w,
@@ -157,6 +162,69 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
                  figures describe blast, not only the server: try more --cores or --conns"
             )?;
         }
+    }
+    Ok(())
+}
+
+/// The LLM section: tokens, their pace, where the server's time went, goodput.
+fn write_llm(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    let (Some(llm), Some(tokens)) = (&r.config.llm, &r.tokens) else {
+        return Ok(());
+    };
+    writeln!(w)?;
+    writeln!(
+        w,
+        "  LLM            {} model {}, {}, {} prompt(s) from {}",
+        llm.api.name(),
+        llm.model,
+        if llm.stream {
+            "streaming"
+        } else {
+            "not streaming"
+        },
+        llm.prompt_count,
+        llm.prompts
+    )?;
+    let server = tokens.server_per_s.map_or(String::new(), |v| {
+        format!(", server eval {v:.1} tokens/s per request")
+    });
+    writeln!(
+        w,
+        "  Tokens         {} generated ({} count), {:.1} tokens/s{server}, {} prompt tokens",
+        tokens.output, tokens.source, tokens.per_s, tokens.prompt
+    )?;
+    if let Some(d) = &r.done_reasons {
+        writeln!(
+            w,
+            "  Done reasons   stop: {}, length: {}, other: {}",
+            d.stop, d.length, d.other
+        )?;
+    }
+    if let (Some(g), Some(slo)) = (&r.goodput, &llm.slo) {
+        let limits: Vec<String> = [("ttft", slo.ttft), ("tpot", slo.tpot), ("e2e", slo.e2e)]
+            .iter()
+            .filter_map(|(n, d)| d.map(|d| format!("{n}<={}", fmt_us(d.as_micros() as f64))))
+            .collect();
+        writeln!(
+            w,
+            "  Goodput        {:.2} req/s met {} ({} requests, {:.1}%)",
+            g.rps,
+            limits.join(" "),
+            g.good,
+            g.ratio * 100.0
+        )?;
+    }
+    writeln!(
+        w,
+        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
+    )?;
+    for (key, s) in r
+        .distributions
+        .iter()
+        .filter(|(k, s)| is_llm(k) && s.count > 0)
+    {
+        write_distribution(w, key.trim_end_matches("_us"), s)?;
     }
     Ok(())
 }

@@ -1,0 +1,323 @@
+//! LLM responses on the hot path: the decoded body goes through the API's stream decoder,
+//! and each response yields TTFB, TTFT, inter-token gaps, TPOT, token counts, Ollama's own
+//! timings and a verdict (a 200 whose stream failed is a failed request).
+
+use std::time::{Duration, Instant};
+
+use crate::http::response::{BodySink, ResponseHead};
+use crate::llm::slo::Measured;
+use crate::llm::{DoneReason, FinalInfo, StreamDecoder, StreamEnd, StreamObserver};
+use crate::plan::LlmPlan;
+use crate::stats::{Counters, ErrorKind, Hists, Metric};
+
+/// One connection's LLM state, reused from response to response.
+pub(crate) struct LlmTracker {
+    plan: LlmPlan,
+    decoder: StreamDecoder,
+    r: Response,
+}
+
+/// What one response has shown so far.
+#[derive(Default)]
+struct Response {
+    /// A 2xx: its body is a stream to decode (other statuses carry an error document).
+    decoding: bool,
+    /// Latency counts from here: the intended send time in an open loop, else the write.
+    base: Option<Instant>,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    events: u64,
+    fin: Option<FinalInfo>,
+}
+
+/// Sees the decoder's events at the time of the read that delivered them.
+struct Observer<'a> {
+    r: &'a mut Response,
+    hists: &'a mut Hists,
+    now: Instant,
+}
+
+impl StreamObserver for Observer<'_> {
+    fn on_content(&mut self) {
+        match self.r.last {
+            Some(last) => self.hists.record(Metric::Itl, self.now - last),
+            None => self.r.first = Some(self.now),
+        }
+        self.r.last = Some(self.now);
+        self.r.events += 1;
+    }
+
+    fn on_final(&mut self, f: &FinalInfo) {
+        self.r.fin = Some(*f);
+    }
+}
+
+impl LlmTracker {
+    pub fn new(plan: LlmPlan) -> LlmTracker {
+        LlmTracker {
+            plan,
+            decoder: StreamDecoder::new(plan.api, plan.streaming),
+            r: Response::default(),
+        }
+    }
+
+    fn head(&mut self, head: &ResponseHead, base: Instant, now: Instant, hists: &mut Hists) {
+        self.decoder.reset();
+        self.r = Response {
+            decoding: (200..300).contains(&head.status),
+            base: Some(base),
+            ..Response::default()
+        };
+        hists.record(Metric::Ttfb, now - base);
+    }
+
+    fn body(&mut self, data: &[u8], now: Instant, hists: &mut Hists) {
+        if self.r.decoding {
+            self.decoder.feed(
+                data,
+                &mut Observer {
+                    r: &mut self.r,
+                    hists,
+                    now,
+                },
+            );
+        }
+    }
+
+    /// The HTTP response is complete: decide whether the stream was, and record its figures.
+    pub fn finish(
+        &mut self,
+        now: Instant,
+        counters: &mut Counters,
+        hists: &mut Hists,
+    ) -> Result<(), ErrorKind> {
+        if !self.r.decoding {
+            return Ok(());
+        }
+        self.r.decoding = false;
+        match self.decoder.finish(&mut Observer {
+            r: &mut self.r,
+            hists,
+            now,
+        }) {
+            StreamEnd::Complete => {}
+            StreamEnd::Truncated => return Err(ErrorKind::Truncated),
+            StreamEnd::Error(_) => return Err(ErrorKind::Stream),
+        }
+        let r = &self.r;
+        let base = r.base.unwrap_or(now);
+        let e2e = now - base;
+        let ttft = r.first.map(|f| f - base);
+        let fin = r.fin.unwrap_or_default();
+        let tokens = match fin.output_tokens {
+            Some(n) => {
+                counters.tokens_by_server += 1;
+                n
+            }
+            None => {
+                counters.tokens_by_events += 1;
+                r.events
+            }
+        };
+        counters.tokens += tokens;
+        counters.prompt_tokens += fin.prompt_tokens.unwrap_or(0);
+        if let Some(t) = ttft {
+            hists.record(Metric::Ttft, t);
+        }
+        let tpot = tpot(e2e, ttft, tokens);
+        if let Some(t) = tpot {
+            hists.record(Metric::Tpot, t);
+        }
+        record_server_timings(&fin, counters, hists);
+        if let Some(reason) = fin.done_reason {
+            let i = match reason {
+                DoneReason::Stop => 0,
+                DoneReason::Length => 1,
+                DoneReason::Other => 2,
+            };
+            counters.done_reasons[i] += 1;
+        }
+        if self.plan.slo.is_set() && self.plan.slo.met(&Measured { ttft, tpot, e2e }) {
+            counters.good += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Time per output token after the first: (E2E - TTFT) / (tokens - 1), as vLLM defines it.
+fn tpot(e2e: Duration, ttft: Option<Duration>, tokens: u64) -> Option<Duration> {
+    let ttft = ttft?;
+    if tokens < 2 {
+        return None;
+    }
+    Some(e2e.saturating_sub(ttft) / (tokens - 1).min(u32::MAX as u64) as u32)
+}
+
+/// Ollama's final object says where its time went; what is left of the total is queueing.
+fn record_server_timings(fin: &FinalInfo, counters: &mut Counters, hists: &mut Hists) {
+    let ns = Duration::from_nanos;
+    if let Some(v) = fin.load_ns {
+        hists.record(Metric::ServerLoad, ns(v));
+    }
+    if let Some(v) = fin.prompt_eval_ns {
+        hists.record(Metric::ServerPromptEval, ns(v));
+    }
+    if let Some(v) = fin.eval_ns {
+        hists.record(Metric::ServerEval, ns(v));
+        if let Some(n) = fin.output_tokens {
+            counters.server_eval_tokens += n;
+            counters.server_eval_ns += v;
+        }
+    }
+    if let (Some(total), Some(load), Some(pe), Some(eval)) =
+        (fin.total_ns, fin.load_ns, fin.prompt_eval_ns, fin.eval_ns)
+    {
+        hists.record(
+            Metric::ServerQueue,
+            ns(total.saturating_sub(load + pe + eval)),
+        );
+    }
+}
+
+/// What the response parser hands decoded body bytes to: the tracker when there is one.
+pub(crate) struct BodyTap<'a> {
+    pub llm: Option<&'a mut LlmTracker>,
+    pub hists: &'a std::cell::RefCell<Hists>,
+    pub base: Instant,
+    pub now: Instant,
+}
+
+impl BodySink for BodyTap<'_> {
+    fn on_head(&mut self, head: &ResponseHead) {
+        if let Some(llm) = self.llm.as_deref_mut() {
+            llm.head(head, self.base, self.now, &mut self.hists.borrow_mut());
+        }
+    }
+
+    fn on_body(&mut self, data: &[u8]) {
+        if let Some(llm) = self.llm.as_deref_mut() {
+            llm.body(data, self.now, &mut self.hists.borrow_mut());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llm::slo::Slo;
+    use crate::llm::Api;
+
+    const MS: fn(u64) -> Duration = Duration::from_millis;
+
+    #[test]
+    fn tpot_follows_vllm() {
+        assert_eq!(tpot(MS(1000), Some(MS(100)), 10), Some(MS(100)));
+        assert_eq!(tpot(MS(1000), Some(MS(100)), 1), None);
+        assert_eq!(tpot(MS(1000), None, 10), None);
+    }
+
+    fn tracker() -> LlmTracker {
+        let slo = Slo::parse("ttft=50ms").unwrap();
+        LlmTracker::new(LlmPlan {
+            api: Api::OllamaGenerate,
+            streaming: true,
+            slo,
+        })
+    }
+
+    fn all_metrics() -> Hists {
+        let mut m = vec![Metric::Latency];
+        m.extend(Metric::LLM);
+        Hists::new(&m)
+    }
+
+    #[test]
+    fn ollama_stream_yields_timings_tokens_and_goodput() {
+        let mut t = tracker();
+        let (mut c, mut h) = (Counters::default(), all_metrics());
+        let t0 = Instant::now();
+        t.head(
+            &ResponseHead {
+                status: 200,
+                keep_alive: true,
+            },
+            t0,
+            t0 + MS(5),
+            &mut h,
+        );
+        t.body(
+            b"{\"response\":\"a\",\"done\":false}\n",
+            t0 + MS(20),
+            &mut h,
+        );
+        t.body(
+            b"{\"response\":\"b\",\"done\":false}\n{\"response\":\"c\",\"done\":false}\n",
+            t0 + MS(30),
+            &mut h,
+        );
+        let fin = b"{\"response\":\"\",\"done\":true,\"done_reason\":\"length\",\"eval_count\":3,\
+            \"total_duration\":100000000,\"load_duration\":10000000,\"prompt_eval_duration\":20000000,\
+            \"eval_duration\":30000000}\n";
+        t.body(fin, t0 + MS(40), &mut h);
+        assert_eq!(t.finish(t0 + MS(40), &mut c, &mut h), Ok(()));
+        assert_eq!(
+            (c.tokens, c.tokens_by_server, c.done_reasons[1], c.good),
+            (3, 1, 1, 1)
+        );
+        assert_eq!((c.server_eval_tokens, c.server_eval_ns), (3, 30_000_000));
+        // Histograms keep 3 significant digits: compare with their own notion of equality.
+        let p50_is = |m: Metric, us: u64| {
+            let h = h.get(m).unwrap();
+            assert!(
+                h.equivalent(h.value_at_quantile(0.5), us),
+                "{m:?}: {}",
+                h.value_at_quantile(0.5)
+            );
+        };
+        p50_is(Metric::Ttft, 20_000);
+        p50_is(Metric::Tpot, 10_000);
+        p50_is(Metric::ServerQueue, 40_000);
+        assert_eq!(h.get(Metric::Itl).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn truncated_and_error_streams_fail_and_non_2xx_is_not_decoded() {
+        let (mut c, mut h) = (Counters::default(), all_metrics());
+        let t0 = Instant::now();
+        let mut t = tracker();
+        t.head(
+            &ResponseHead {
+                status: 200,
+                keep_alive: true,
+            },
+            t0,
+            t0,
+            &mut h,
+        );
+        t.body(b"{\"response\":\"a\",\"done\":false}\n", t0, &mut h);
+        assert_eq!(t.finish(t0, &mut c, &mut h), Err(ErrorKind::Truncated));
+        t.head(
+            &ResponseHead {
+                status: 200,
+                keep_alive: true,
+            },
+            t0,
+            t0,
+            &mut h,
+        );
+        t.body(b"{\"error\":\"boom\"}\n", t0, &mut h);
+        assert_eq!(t.finish(t0, &mut c, &mut h), Err(ErrorKind::Stream));
+        t.head(
+            &ResponseHead {
+                status: 503,
+                keep_alive: true,
+            },
+            t0,
+            t0,
+            &mut h,
+        );
+        t.body(b"{\"error\":\"server busy\"}", t0, &mut h);
+        assert_eq!(t.finish(t0, &mut c, &mut h), Ok(()));
+        assert_eq!(c.tokens, 0);
+    }
+}
