@@ -123,11 +123,40 @@ fn write_outputs(plan: &Plan, report: &Report) -> Result<(), String> {
     Ok(())
 }
 
+/// `blast compare A.json B.json ... [--fail-if EXPR]`.
+pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
+    let thresholds = match fail_if
+        .iter()
+        .map(|t| crate::compare::Threshold::parse(t))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(t) => t,
+        Err(e) => return fail(2, e),
+    };
+    let results = match crate::compare::load(files) {
+        Ok(r) => r,
+        Err(e) => return fail(2, e),
+    };
+    let violations =
+        match crate::compare::compare(&mut std::io::stdout().lock(), &results, &thresholds) {
+            Ok(v) => v,
+            Err(e) => return fail(1, e),
+        };
+    if violations.is_empty() {
+        return ExitCode::SUCCESS;
+    }
+    for v in &violations {
+        eprintln!("blast: threshold crossed: {v}");
+    }
+    ExitCode::from(1)
+}
+
 /// Parse the command line and do what it says.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
+        Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
     }
 }

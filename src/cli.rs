@@ -22,6 +22,16 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Results side by side (blast's or the async baseline's JSON), with ratios to the first.
+    Compare {
+        /// Result documents; the first is the baseline.
+        #[arg(required = true, num_args = 2..)]
+        files: Vec<PathBuf>,
+        /// Exit 1 when a later result crosses this change against the first, e.g.
+        /// 'p99>+10%' or 'rps<-5%' (repeatable).
+        #[arg(long = "fail-if", value_name = "METRIC>+N%")]
+        fail_if: Vec<String>,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.
@@ -76,6 +86,11 @@ pub struct RunArgs {
     /// given; with both, whichever comes first ends the run.
     #[arg(long, short = 'd')]
     pub duration: Option<String>,
+
+    /// HTTP/1.1 pipelining: up to N requests outstanding per connection, written back to back;
+    /// each response is matched to its request and timed on its own.
+    #[arg(long, short = 'p', default_value_t = 1)]
+    pub pipeline: usize,
 
     /// Send exactly this many requests in total, then stop.
     #[arg(long, short = 'r')]

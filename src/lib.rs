@@ -6,6 +6,7 @@
 pub mod aggregate;
 pub mod app;
 pub mod cli;
+pub mod compare;
 pub mod engine;
 pub mod http;
 pub mod limits;

@@ -19,6 +19,9 @@ use crate::stats::Metric;
 #[error("{0}")]
 pub struct PlanError(pub String);
 
+/// Deeper pipelines only queue requests in the server's socket buffer.
+const MAX_PIPELINE: usize = 1024;
+
 fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
     Err(PlanError(msg.into()))
 }
@@ -31,6 +34,8 @@ pub struct Plan {
     /// CPU ids to pin one shard each on.
     pub cpus: Vec<usize>,
     pub conns: usize,
+    /// Requests outstanding per connection (HTTP/1.1 pipelining; 1 = none).
+    pub pipeline: usize,
     /// Send exactly this many requests in total (unless the duration ends first).
     pub requests: Option<u64>,
     /// Stop sending after this long; in-flight requests get up to the timeout to finish.
@@ -92,6 +97,7 @@ pub struct Config {
     pub cores: usize,
     pub cpus: Vec<usize>,
     pub conns: usize,
+    pub pipeline: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requests: Option<u64>,
     #[serde(
@@ -263,6 +269,9 @@ impl Plan {
             cpus.truncate(args.conns);
         }
         let rate = rate_spec(args)?;
+        if !(1..=MAX_PIPELINE).contains(&args.pipeline) {
+            return err(format!("--pipeline must be between 1 and {MAX_PIPELINE}"));
+        }
         if args.requests == Some(0) {
             return err("--requests must be at least 1");
         }
@@ -385,6 +394,7 @@ impl Plan {
             cores: cpus.len(),
             cpus: cpus.clone(),
             conns: args.conns,
+            pipeline: args.pipeline,
             requests: args.requests,
             duration_s: duration,
             timeout,
@@ -401,6 +411,7 @@ impl Plan {
             addrs,
             cpus,
             conns: args.conns,
+            pipeline: args.pipeline,
             requests: args.requests,
             duration,
             timeout,

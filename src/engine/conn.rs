@@ -75,7 +75,7 @@ enum Broken {
 }
 
 pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
-    let depth = 1;
+    let depth = shard.setup.pipeline;
     let mut c = Conn {
         shard,
         idx,

@@ -45,6 +45,7 @@ pub(crate) struct ShardSetup {
     pub id: usize,
     pub addrs: Vec<SocketAddr>,
     pub conns: usize,
+    pub pipeline: usize,
     /// This shard's share of `--requests`.
     pub budget: Option<u64>,
     /// Stop sending this long after the start.
@@ -83,6 +84,7 @@ impl Run {
                 id,
                 addrs: plan.addrs.clone(),
                 conns: plan.conns_of(id),
+                pipeline: plan.pipeline,
                 budget: plan.requests_of(id),
                 run_for: plan.duration,
                 timeout: plan.timeout,

@@ -83,6 +83,9 @@ pub struct Goodput {
     pub ratio: f64,
 }
 
+/// Above this share of its cores' time, blast itself is likely the bottleneck.
+pub const SATURATED: f64 = 0.9;
+
 /// Achieved rate may fall this far below target before blast calls itself overloaded.
 const RATE_TOLERANCE: f64 = 0.01;
 /// Send lag p99 above this means blast's own scheduling could not keep up.
@@ -106,6 +109,8 @@ pub struct Report {
     pub transfer: Transfer,
     pub connections: Connections,
     pub client_cpu_us_per_request: f64,
+    /// blast's CPU time over (elapsed x cores): near 1, blast was the bottleneck.
+    pub client_cpu_utilization: f64,
     pub peak_rss_bytes: u64,
     pub interrupted: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +192,11 @@ impl Report {
             },
             client_cpu_us_per_request: if totals.completed > 0 {
                 cost.cpu.as_secs_f64() * 1e6 / totals.completed as f64
+            } else {
+                0.0
+            },
+            client_cpu_utilization: if elapsed_s > 0.0 {
+                cost.cpu.as_secs_f64() / (elapsed_s * plan.cpus.len() as f64)
             } else {
                 0.0
             },

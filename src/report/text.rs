@@ -142,10 +142,19 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
     )?;
     writeln!(
         w,
-        "  Client cost    {:.2} us CPU/request, peak RSS {}",
+        "  Client cost    {:.2} us CPU/request, {:.0}% of {} core(s) busy, peak RSS {}",
         r.client_cpu_us_per_request,
+        r.client_cpu_utilization * 100.0,
+        r.config.cores,
         fmt_bytes(r.peak_rss_bytes as f64)
     )?;
+    if r.client_cpu_utilization > super::SATURATED {
+        writeln!(
+            w,
+            "  WARNING        blast's cores were saturated: these figures may describe blast, \
+             not the server; add --cores (or --pipeline) to find the server's limit"
+        )?;
+    }
     write_llm(w, r)?;
     if let Some(o) = &r.open_loop {
         writeln!(
