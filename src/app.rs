@@ -3,12 +3,15 @@
 //! 130 interrupted (after reporting what was measured).
 
 use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use clap::Parser;
 
 use crate::cli::{Cli, RunArgs};
+use crate::mock::{MockArgs, MockConfig, MockServer};
 use crate::plan::Plan;
 use crate::report::{csv, json, text, Report};
 use crate::scenario::{self, SCENARIOS};
@@ -123,6 +126,88 @@ fn write_outputs(plan: &Plan, report: &Report) -> Result<(), String> {
     Ok(())
 }
 
+/// `blast mock`: serve until Ctrl-C.
+pub fn mock(args: &MockArgs) -> ExitCode {
+    if let Err(e) = crate::limits::check_memlock() {
+        return fail(2, e);
+    }
+    let cfg = match args.to_config(crate::plan::allowed_cpus()) {
+        Ok(c) => c,
+        Err(e) => return fail(2, e),
+    };
+    let cores = cfg.cpus.len();
+    let server = match MockServer::start(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(1, e),
+    };
+    static STOP: AtomicBool = AtomicBool::new(false);
+    if let Err(e) = ctrlc::set_handler(|| STOP.store(true, Ordering::Relaxed)) {
+        return fail(2, format!("cannot install the Ctrl-C handler: {e}"));
+    }
+    eprintln!(
+        "blast mock: listening on http://{} ({cores} core(s)); Ctrl-C stops it",
+        server.local_addr()
+    );
+    match server.run_until(&STOP) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
+}
+
+/// The demo's mock: a small model that answers in realistic time, so that TTFT and
+/// inter-token latency mean something.
+const DEMO_TTFT: Duration = Duration::from_millis(20);
+const DEMO_TOKEN_DELAY: Duration = Duration::from_millis(5);
+const DEMO_ARGS: &[&str] = &[
+    "--api",
+    "ollama-generate",
+    "--prompts",
+    "short,medium",
+    "--conns",
+    "32",
+    "--duration",
+    "5s",
+    "--slo",
+    "ttft=100ms,tpot=10ms",
+];
+
+/// `blast demo`: a real load test end to end with no server of the user's own.
+pub fn demo(rest: &[String]) -> ExitCode {
+    if let Err(e) = crate::limits::check_memlock() {
+        return fail(2, e);
+    }
+    let cpus = crate::plan::allowed_cpus();
+    // The mock takes the last CPU; blast may use them all (on one CPU they share it).
+    let mut cfg = MockConfig::new(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        cpus.last().into_iter().copied().collect(),
+    );
+    cfg.ttft = DEMO_TTFT;
+    cfg.token_delay = DEMO_TOKEN_DELAY;
+    let server = match MockServer::start(cfg) {
+        Ok(s) => s,
+        Err(e) => return fail(1, format!("cannot start the mock: {e}")),
+    };
+    let url = format!("http://{}/api/generate", server.local_addr());
+    eprintln!(
+        "blast demo: a mock Ollama on {url} (32 tokens per answer, first after {}, then one every {})",
+        humantime::format_duration(DEMO_TTFT),
+        humantime::format_duration(DEMO_TOKEN_DELAY)
+    );
+    let argv = std::iter::once("blast")
+        .chain(DEMO_ARGS.iter().copied())
+        .chain(std::iter::once(url.as_str()))
+        .chain(rest.iter().map(String::as_str));
+    let code = match Cli::try_parse_from(argv) {
+        Ok(cli) => load_test(&cli.run, Some("demo")),
+        Err(e) => e.exit(),
+    };
+    if let Err(e) = server.stop() {
+        eprintln!("blast: stopping the mock: {e}");
+    }
+    code
+}
+
 /// `blast compare A.json B.json ... [--fail-if EXPR]`.
 pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
     let thresholds = match fail_if
@@ -158,5 +243,7 @@ pub fn main() -> ExitCode {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
         Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
+        Some(crate::cli::Command::Mock(args)) => mock(args),
+        Some(crate::cli::Command::Demo { rest }) => demo(rest),
     }
 }

@@ -22,6 +22,14 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// A fake Ollama / OpenAI-compatible upstream on loopback (thread per core).
+    Mock(crate::mock::MockArgs),
+    /// Start the mock on a free loopback port and load it with a streaming Ollama workload.
+    Demo {
+        /// Load-test options, overriding the demo's (e.g. --duration 10s --api openai-chat).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
     /// Results side by side (blast's or the async baseline's JSON), with ratios to the first.
     Compare {
         /// Result documents; the first is the baseline.

@@ -37,6 +37,11 @@ fn raise(resource: libc::__rlimit_resource_t) -> Result<u64, String> {
     Ok(lim.rlim_cur)
 }
 
+/// Raise the open-files soft limit as far as the hard limit allows.
+pub fn raise_nofile_soft() {
+    let _ = raise(libc::RLIMIT_NOFILE);
+}
+
 /// Make room for `conns` sockets, or say why there is none.
 pub fn raise_nofile(conns: usize) -> Result<(), String> {
     let have = raise(libc::RLIMIT_NOFILE)?;

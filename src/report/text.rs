@@ -47,7 +47,7 @@ fn percent(part: u64, whole: u64) -> f64 {
 fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
     writeln!(
         w,
-        "  {name:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "  {name:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         fmt_us(s.min as f64),
         fmt_us(s.mean),
         fmt_us(s.p50 as f64),
@@ -98,7 +98,7 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
     writeln!(w)?;
     writeln!(
         w,
-        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
     )?;
     write_distribution(w, "latency", &r.latency_us)?;
@@ -225,7 +225,7 @@ fn write_llm(w: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     writeln!(
         w,
-        "  {:<14} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
         "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
     )?;
     for (key, s) in r

@@ -1,0 +1,750 @@
+//! One core's runtime: the accept loop, connections, pacing, and shutdown.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::io;
+use std::net::Shutdown;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_lite::future::or;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+use glommio::timer::Timer;
+
+use super::api::{parse_gen, Reject};
+use super::http::{
+    decode_chunked, parse_head, scan_chunked, Chunked, Framing, Head, HeadResult, Method,
+};
+use super::render::{
+    json_error, json_str, push_head, push_metrics, push_response, push_stream_end, render_full,
+    render_tokens, Api, BodyLen, Canned, CannedSet, ConnMode, GenSpec, Stamp, Timings, JSON,
+    NDJSON, SSE, WORDS,
+};
+use super::stats::{Admission, CoreStats, Route, Shared, Waiters};
+use super::MockConfig;
+
+/// How often an executor looks at the stop flag, and the longest uninterrupted sleep, so
+/// `stop()` is noticed within this even by a request pacing a long `--ttft`.
+const STOP_POLL: Duration = Duration::from_millis(20);
+/// Grace for connection tasks to unwind after their sockets are shut down.
+const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// Sleeps at least this long also watch for the client going away.
+const PEER_WATCH_MIN: Duration = Duration::from_millis(20);
+/// Cross-core slot hand-off latency bound for `--parallel` (see `Waiters`).
+const QUEUE_POLL: Duration = Duration::from_millis(1);
+const READ_INIT: usize = 8 << 10;
+const OUT_INIT: usize = 8 << 10;
+/// Buffers grown past this by a large request or response are given back afterwards.
+const BUF_KEEP: usize = 1 << 20;
+/// With zero delays a stream is produced faster than written: send in pieces this large.
+const FLUSH_AT: usize = 64 << 10;
+
+pub(crate) struct Core {
+    idx: usize,
+    cfg: Arc<MockConfig>,
+    shared: Arc<Shared>,
+    canned: Arc<CannedSet>,
+    rng: Cell<u64>,
+    next_id: Cell<u64>,
+    /// Open connections, so stop can shutdown(2) them and wake their pending reads/writes.
+    conns: RefCell<HashMap<u64, RawFd>>,
+    next_conn: Cell<u64>,
+    waiters: Waiters,
+}
+
+fn splitmix(x: &mut u64) -> u64 {
+    *x = x.wrapping_add(0x9e3779b97f4a7c15);
+    let mut z = *x;
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+    z ^ (z >> 31)
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "mock server stopping")
+}
+
+impl Core {
+    fn stats(&self) -> &CoreStats {
+        &self.shared.cores[self.idx]
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stop.load(Relaxed)
+    }
+
+    fn inject_error(&self) -> bool {
+        let p = self.cfg.error_rate;
+        if p <= 0.0 {
+            return false;
+        }
+        let mut s = self.rng.get();
+        let r = splitmix(&mut s);
+        self.rng.set(s);
+        ((r >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+
+    fn stamp(&self, api: Api, model: &str) -> Stamp {
+        let now = SystemTime::now();
+        if api.is_openai() {
+            let n = self.next_id.get();
+            self.next_id.set(n + 1);
+            let prefix = if api == Api::OaChat {
+                "chatcmpl"
+            } else {
+                "cmpl"
+            };
+            Stamp {
+                created_at: String::new(),
+                created: now
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                id: format!("{prefix}-mock{}x{n}", self.idx),
+                model_json: json_str(model),
+            }
+        } else {
+            Stamp {
+                created_at: humantime::format_rfc3339_nanos(now).to_string(),
+                created: 0,
+                id: String::new(),
+                model_json: json_str(model),
+            }
+        }
+    }
+
+    fn shutdown_conns(&self) {
+        for &fd in self.conns.borrow().values() {
+            // SAFETY: the fd is open: connections unregister before closing it.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+        }
+    }
+}
+
+/// Sleeps until `deadline` in slices of at most `STOP_POLL`, failing once stop is asked.
+async fn sleep_until(core: &Core, deadline: Instant) -> io::Result<()> {
+    loop {
+        if core.stopping() {
+            return Err(stopped());
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        Timer::new((deadline - now).min(STOP_POLL)).await;
+    }
+}
+
+/// The executor's root future: returns (ending the executor) once stop is asked and the
+/// connections are gone.
+pub(crate) async fn core_main(
+    idx: usize,
+    fd: OwnedFd,
+    cfg: Arc<MockConfig>,
+    shared: Arc<Shared>,
+    canned: Arc<CannedSet>,
+    ready: mpsc::Sender<usize>,
+) {
+    // SAFETY: `fd` is a bound, listening TCP socket that we own.
+    let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+    let seed = cfg.seed ^ (idx as u64).wrapping_mul(0xa076_1d64_78bd_642f);
+    let core = Rc::new(Core {
+        idx,
+        cfg,
+        shared,
+        canned,
+        rng: Cell::new(seed),
+        next_id: Cell::new(0),
+        conns: RefCell::new(HashMap::new()),
+        next_conn: Cell::new(0),
+        waiters: Waiters::default(),
+    });
+    let _ = ready.send(idx);
+    drop(ready);
+
+    let watch = async {
+        while !core.stopping() {
+            Timer::new(STOP_POLL).await;
+        }
+    };
+    or(accept_loop(&core, listener), watch).await;
+
+    // The listener is closed (dropped with the accept loop). Wake everything still running:
+    // shutdown(2) makes pending reads return 0 and writes fail; sleepers see the flag.
+    core.shutdown_conns();
+    if let Some(adm) = &core.shared.admission {
+        core.waiters.wake_ready(adm, true);
+    }
+    let give_up = Instant::now() + DRAIN_GRACE;
+    while !core.conns.borrow().is_empty() && Instant::now() < give_up {
+        Timer::new(Duration::from_millis(2)).await;
+    }
+}
+
+async fn accept_loop(core: &Rc<Core>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                glommio::spawn_local(serve(core.clone(), stream)).detach();
+            }
+            // Out of fds and the like: back off instead of spinning on the error.
+            Err(_) => {
+                Timer::new(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+async fn serve(core: Rc<Core>, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let id = core.next_conn.get();
+    core.next_conn.set(id + 1);
+    core.conns.borrow_mut().insert(id, stream.as_raw_fd());
+    let mut conn = Conn {
+        stream,
+        buf: vec![0; READ_INIT],
+        start: 0,
+        end: 0,
+        want: 0,
+        out: Vec::with_capacity(OUT_INIT),
+        tok: Vec::new(),
+        offs: Vec::new(),
+        scratch: Vec::new(),
+        body: Vec::new(),
+        continue_sent: false,
+    };
+    if !core.stopping() {
+        let _ = conn.run(&core).await;
+    }
+    // Unregister before the fd is closed, so stop never shuts down a reused fd number.
+    core.conns.borrow_mut().remove(&id);
+    drop(conn);
+}
+
+enum Next {
+    Read,
+    Continue,
+    Close,
+    Generate(GenSpec, ConnMode, bool),
+}
+
+struct Conn {
+    stream: TcpStream,
+    /// Received bytes are `buf[start..end]`; `want` is how many the request needs, if known.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    want: usize,
+    /// Responses accumulate here and go out when the connection would otherwise wait, so
+    /// pipelined requests and zero-delay streams cost one write, not one per chunk.
+    out: Vec<u8>,
+    /// Pre-rendered token chunks of the current stream (see `render_tokens`).
+    tok: Vec<u8>,
+    offs: Vec<usize>,
+    scratch: Vec<u8>,
+    /// A decoded chunked request body.
+    body: Vec<u8>,
+    continue_sent: bool,
+}
+
+fn count(core: &Core, route: Route, status: u16) {
+    core.stats().count(route, status);
+}
+
+fn api_of(route: Route) -> Option<Api> {
+    match route {
+        Route::Generate => Some(Api::Generate),
+        Route::Chat => Some(Api::Chat),
+        Route::OaChat => Some(Api::OaChat),
+        Route::OaCompletions => Some(Api::OaCompletion),
+        _ => None,
+    }
+}
+
+fn route_of(api: Api) -> Route {
+    match api {
+        Api::Generate => Route::Generate,
+        Api::Chat => Route::Chat,
+        Api::OaChat => Route::OaChat,
+        Api::OaCompletion => Route::OaCompletions,
+    }
+}
+
+/// Answers a complete request, unless it is a generation that must be paced (`Generate`).
+fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
+    let c = &core.canned;
+    let mode = head.mode;
+    let head_only = head.method == Method::Head;
+    let canned = |out: &mut Vec<u8>, canned: &Canned, status| {
+        canned.push(out, mode, head_only);
+        status
+    };
+    let status = match (api_of(head.route), head.route, head.method) {
+        (Some(api), _, Method::Post) => {
+            let cfg = &core.cfg;
+            match parse_gen(api, body, cfg.tokens, cfg.models.as_deref()) {
+                Ok(spec) => return Next::Generate(spec, mode, head.http10),
+                Err(Reject::MissingBody) => canned(out, &c.missing_body, 400),
+                Err(Reject::ModelRequired) => canned(out, &c.model_required, 400),
+                Err(Reject::BadJson(e)) => {
+                    push_response(out, 400, JSON, &json_error(&e), mode, "", false);
+                    400
+                }
+                Err(Reject::UnknownModel(m)) => {
+                    let msg = json_error(&format!("model '{m}' not found"));
+                    push_response(out, 404, JSON, &msg, mode, "", false);
+                    404
+                }
+            }
+        }
+        (Some(_), _, _) => canned(out, &c.post_only, 405),
+        (None, Route::Other, _) => canned(out, &c.not_found, 404),
+        (None, route, Method::Get | Method::Head) => match route {
+            Route::Root => canned(out, &c.root, 200),
+            Route::Version => canned(out, &c.version, 200),
+            Route::Tags => canned(out, &c.tags, 200),
+            Route::OaModels => canned(out, &c.oa_models, 200),
+            _ => {
+                count(core, Route::Metrics, 200);
+                push_metrics(out, &core.shared.cores, mode, head_only);
+                return if mode.closes() {
+                    Next::Close
+                } else {
+                    Next::Continue
+                };
+            }
+        },
+        (None, _, _) => canned(out, &c.get_only, 405),
+    };
+    count(core, head.route, status);
+    if mode.closes() {
+        Next::Close
+    } else {
+        Next::Continue
+    }
+}
+
+/// `base + offset + step * n`, saturating at a year away (absurd delays must not panic).
+fn deadline(base: Instant, offset: Duration, step: Duration, n: u32) -> Instant {
+    step.checked_mul(n)
+        .and_then(|d| d.checked_add(offset))
+        .and_then(|d| base.checked_add(d))
+        .unwrap_or_else(|| base + Duration::from_secs(365 * 86400))
+}
+
+fn nanos(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_nanos() as u64
+}
+
+struct InFlight<'a>(&'a CoreStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.gauge_in_flight(false);
+    }
+}
+
+/// A `--parallel` ticket. Awaiting it waits for its turn; dropping it gives the slot back
+/// (waking this core's next waiter), or leaves the unserved ticket to be released in its
+/// turn, however the request ends.
+struct Ticket<'a> {
+    core: &'a Rc<Core>,
+    adm: &'a Admission,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl Ticket<'_> {
+    fn admit_now(&mut self) -> bool {
+        self.admitted = self.admitted || self.adm.may_run(self.ticket);
+        self.admitted
+    }
+}
+
+fn ensure_poller(core: &Rc<Core>) {
+    if !core.waiters.poller_running.replace(true) {
+        glommio::spawn_local(poll_waiters(core.clone())).detach();
+    }
+}
+
+impl Future for Ticket<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let core = self.core;
+        if core.stopping() {
+            return Poll::Ready(Err(stopped()));
+        }
+        if self.admit_now() {
+            core.waiters.map.borrow_mut().remove(&self.ticket);
+            return Poll::Ready(Ok(()));
+        }
+        core.waiters
+            .map
+            .borrow_mut()
+            .insert(self.ticket, Some(cx.waker().clone()));
+        ensure_poller(core);
+        Poll::Pending
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let (core, adm) = (self.core, self.adm);
+        if self.admitted {
+            adm.release();
+            core.waiters.wake_ready(adm, false);
+            return;
+        }
+        core.waiters.map.borrow_mut().insert(self.ticket, None);
+        core.waiters.wake_ready(adm, core.stopping());
+        // No new task while stopping: the executor may be tearing down.
+        if !core.stopping() && !core.waiters.map.borrow().is_empty() {
+            ensure_poller(core);
+        }
+    }
+}
+
+/// Completes, with an error, once the client has closed its end, so a cancelled request
+/// stops waiting (for a slot, or through a long delay). Bytes pipelined behind the request
+/// hide a close; then it never completes and the next write finds out instead.
+async fn peer_gone(stream: &TcpStream) -> io::Result<()> {
+    let mut b = [0u8; 1];
+    match stream.peek(&mut b).await {
+        Ok(0) | Err(_) => Err(io::Error::new(
+            io::ErrorKind::ConnectionAborted,
+            "client went away",
+        )),
+        Ok(_) => futures_lite::future::pending().await,
+    }
+}
+
+/// Notices slots released on other cores; runs only while this core has waiters.
+async fn poll_waiters(core: Rc<Core>) {
+    let Some(adm) = core.shared.admission.as_ref() else {
+        return;
+    };
+    loop {
+        Timer::new(QUEUE_POLL).await;
+        core.waiters.wake_ready(adm, core.stopping());
+        if core.waiters.map.borrow().is_empty() {
+            core.waiters.poller_running.set(false);
+            return;
+        }
+    }
+}
+
+impl Conn {
+    async fn run(&mut self, core: &Rc<Core>) -> io::Result<()> {
+        loop {
+            if core.stopping() {
+                return Ok(());
+            }
+            match self.step(core) {
+                Next::Read => {
+                    self.flush().await?;
+                    if !self.fill().await? {
+                        return Ok(());
+                    }
+                }
+                Next::Continue => glommio::yield_if_needed().await,
+                Next::Close => {
+                    self.flush().await?;
+                    return self
+                        .stream
+                        .shutdown(Shutdown::Write)
+                        .await
+                        .map_err(Into::into);
+                }
+                Next::Generate(spec, mode, http10) => {
+                    if self.generate(core, spec, mode, http10).await? {
+                        self.flush().await?;
+                        return self
+                            .stream
+                            .shutdown(Shutdown::Write)
+                            .await
+                            .map_err(Into::into);
+                    }
+                    glommio::yield_if_needed().await;
+                }
+            }
+        }
+    }
+
+    /// Parses one request from the buffer and answers it if that needs no waiting.
+    fn step(&mut self, core: &Core) -> Next {
+        let data = &self.buf[self.start..self.end];
+        let head = match parse_head(data) {
+            HeadResult::Partial => {
+                self.want = 0;
+                return Next::Read;
+            }
+            HeadResult::Invalid(status) => {
+                let msg = json_error(&format!("bad request ({status})"));
+                push_response(
+                    &mut self.out,
+                    status,
+                    JSON,
+                    &msg,
+                    ConnMode::Close,
+                    "",
+                    false,
+                );
+                count(core, Route::Other, status);
+                return Next::Close;
+            }
+            HeadResult::Complete(h) => h,
+        };
+        let rest = &data[head.len..];
+        let (body, used): (&[u8], usize) = match head.framing {
+            Framing::Length(n) if rest.len() >= n => (&rest[..n], n),
+            Framing::Chunked => match scan_chunked(rest) {
+                Chunked::Complete(n) => {
+                    decode_chunked(&rest[..n], &mut self.body);
+                    (&self.body, n)
+                }
+                Chunked::Invalid(status) => {
+                    let msg = json_error(&format!("bad chunked body ({status})"));
+                    push_response(
+                        &mut self.out,
+                        status,
+                        JSON,
+                        &msg,
+                        ConnMode::Close,
+                        "",
+                        false,
+                    );
+                    count(core, head.route, status);
+                    return Next::Close;
+                }
+                Chunked::Partial => {
+                    self.want = 0;
+                    self.send_continue(&head);
+                    return Next::Read;
+                }
+            },
+            Framing::Length(n) => {
+                self.want = head.len + n;
+                self.send_continue(&head);
+                return Next::Read;
+            }
+        };
+        let next = dispatch(core, &head, body, &mut self.out);
+        self.start += head.len + used;
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        self.want = 0;
+        self.continue_sent = false;
+        next
+    }
+
+    fn send_continue(&mut self, head: &Head) {
+        if head.expect_continue && !head.http10 && !self.continue_sent {
+            self.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+            self.continue_sent = true;
+        }
+    }
+
+    /// Reads more; false on end of stream.
+    async fn fill(&mut self) -> io::Result<bool> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+            if self.buf.len() > BUF_KEEP {
+                self.buf = vec![0; READ_INIT];
+            }
+        }
+        let need = self.want.max(self.end - self.start + 1);
+        if self.start + need > self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            if need > self.buf.len() {
+                let len = need.max(self.buf.len() * 2);
+                self.buf.resize(len, 0);
+            }
+        }
+        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        self.end += n;
+        Ok(n > 0)
+    }
+
+    async fn flush(&mut self) -> io::Result<()> {
+        if !self.out.is_empty() {
+            self.stream.write_all(&self.out).await?;
+            self.out.clear();
+            if self.out.capacity() > BUF_KEEP {
+                self.out = Vec::with_capacity(OUT_INIT);
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for `deadline`, first sending what is buffered; never sleeps when it has passed.
+    async fn pace(&mut self, core: &Core, deadline: Instant) -> io::Result<()> {
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(());
+        }
+        self.flush().await?;
+        // Watching costs an io_uring recv per sleep: not worth it for short token gaps,
+        // where the next write notices a closed client soon enough.
+        if deadline - now < PEER_WATCH_MIN {
+            return sleep_until(core, deadline).await;
+        }
+        or(sleep_until(core, deadline), peer_gone(&self.stream)).await
+    }
+
+    /// Produces a generation response; true when the connection must close after it.
+    async fn generate(
+        &mut self,
+        core: &Rc<Core>,
+        spec: GenSpec,
+        mode: ConnMode,
+        http10: bool,
+    ) -> io::Result<bool> {
+        let t_arrive = Instant::now();
+        let route = route_of(spec.api);
+        let stats = core.stats();
+        if core.inject_error() {
+            core.canned.injected.push(&mut self.out, mode, false);
+            count(core, route, 500);
+            return Ok(mode.closes());
+        }
+        let _slot = match &core.shared.admission {
+            None => None,
+            Some(adm) => {
+                let Some(ticket) = adm.try_enter() else {
+                    core.canned.busy.push(&mut self.out, mode, false);
+                    count(core, route, 503);
+                    return Ok(mode.closes());
+                };
+                let mut ticket = Ticket {
+                    core,
+                    adm,
+                    ticket,
+                    admitted: false,
+                };
+                if !ticket.admit_now() {
+                    // Earlier pipelined answers should not wait behind the queue.
+                    self.flush().await?;
+                    stats.gauge_waiting(true);
+                    let r = or(&mut ticket, peer_gone(&self.stream)).await;
+                    stats.gauge_waiting(false);
+                    r?;
+                }
+                Some(ticket)
+            }
+        };
+        stats.gauge_in_flight(true);
+        let _in_flight = InFlight(stats);
+
+        let t_slot = Instant::now();
+        let stamp = core.stamp(spec.api, &spec.model);
+        // HTTP/1.0 has no chunked encoding: stream until close instead.
+        let chunked = !http10;
+        let close = mode.closes() || (spec.stream && http10);
+        let mode = if close { ConnMode::Close } else { mode };
+        if spec.stream {
+            render_tokens(
+                &mut self.tok,
+                &mut self.offs,
+                &mut self.scratch,
+                &spec,
+                &stamp,
+                chunked,
+            );
+        }
+        let t_gen = Instant::now();
+        let (ttft, step) = (core.cfg.ttft, core.cfg.token_delay);
+        if spec.stream {
+            let ctype = if spec.api.is_openai() { SSE } else { NDJSON };
+            let len = if chunked {
+                BodyLen::Chunked
+            } else {
+                BodyLen::UntilClose
+            };
+            push_head(&mut self.out, 200, ctype, len, mode, "");
+            count(core, route, 200);
+            let mut first_at = None;
+            let w = WORDS.len();
+            for i in 0..spec.tokens {
+                self.pace(core, deadline(t_gen, ttft, step, i)).await?;
+                if i == 0 {
+                    first_at = Some(Instant::now());
+                    // OpenAI chat's role-only chunk, empty for the other APIs.
+                    self.out.extend_from_slice(&self.tok[..self.offs[0]]);
+                }
+                let k = i as usize % w;
+                self.out
+                    .extend_from_slice(&self.tok[self.offs[k]..self.offs[k + 1]]);
+                stats.add_tokens(1);
+                if self.out.len() >= FLUSH_AT {
+                    self.flush().await?;
+                    glommio::yield_if_needed().await;
+                }
+            }
+            // The final object comes one decode step after the last token, like an EOS.
+            self.pace(core, deadline(t_gen, ttft, step, spec.tokens))
+                .await?;
+            let t_end = Instant::now();
+            let t_first = first_at.unwrap_or(t_end);
+            let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
+            let end_at = end_created_at(spec.api);
+            push_stream_end(
+                &mut self.out,
+                &mut self.scratch,
+                &spec,
+                &stamp,
+                &end_at,
+                &timings,
+                chunked,
+                core.cfg.no_done,
+            );
+        } else {
+            self.pace(core, deadline(t_gen, ttft, step, spec.tokens))
+                .await?;
+            let t_end = Instant::now();
+            let t_first = deadline(t_gen, ttft, step, 0).min(t_end);
+            let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
+            let end_at = end_created_at(spec.api);
+            render_full(&mut self.scratch, &spec, &stamp, &end_at, &timings);
+            push_response(&mut self.out, 200, JSON, &self.scratch, mode, "", false);
+            count(core, route, 200);
+            stats.add_tokens(spec.tokens as u64);
+        }
+        Ok(close)
+    }
+}
+
+fn end_created_at(api: Api) -> String {
+    if api.is_openai() {
+        String::new()
+    } else {
+        humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    }
+}
+
+/// Queue wait is `t_slot - t_arrive`; it is in `total` but none of the phases.
+fn timings(
+    t_arrive: Instant,
+    t_slot: Instant,
+    t_gen: Instant,
+    t_first: Instant,
+    t_end: Instant,
+) -> Timings {
+    Timings {
+        total: nanos(t_arrive, t_end),
+        load: nanos(t_slot, t_gen),
+        prompt_eval: nanos(t_gen, t_first),
+        eval: nanos(t_first, t_end),
+    }
+}

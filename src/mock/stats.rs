@@ -1,0 +1,276 @@
+//! Counters shared by all cores, and the server-wide `--parallel` admission queue.
+//!
+//! Every counter has exactly one writer (its core), so updates are a relaxed load plus a
+//! relaxed store rather than a locked read-modify-write; `/metrics` sums all cores.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::task::Waker;
+
+/// Routes get a fixed label set so `/metrics` cardinality stays bounded whatever the
+/// clients send: every unknown path is counted as `other`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Route {
+    Root,
+    Version,
+    Tags,
+    Generate,
+    Chat,
+    OaChat,
+    OaCompletions,
+    OaModels,
+    Metrics,
+    Other,
+}
+
+pub(crate) const ROUTE_LABELS: [&str; 10] = [
+    "/",
+    "/api/version",
+    "/api/tags",
+    "/api/generate",
+    "/api/chat",
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/models",
+    "/metrics",
+    "other",
+];
+
+impl Route {
+    pub(crate) fn from_path(path: &str) -> Route {
+        match path {
+            "/" => Route::Root,
+            "/api/version" => Route::Version,
+            "/api/tags" => Route::Tags,
+            "/api/generate" => Route::Generate,
+            "/api/chat" => Route::Chat,
+            "/v1/chat/completions" => Route::OaChat,
+            "/v1/completions" => Route::OaCompletions,
+            "/v1/models" => Route::OaModels,
+            "/metrics" => Route::Metrics,
+            _ => Route::Other,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Every status the mock can answer with (100 Continue is not counted).
+pub(crate) const STATUSES: [u16; 8] = [200, 400, 404, 405, 413, 431, 500, 503];
+
+fn status_index(status: u16) -> usize {
+    STATUSES
+        .iter()
+        .position(|&s| s == status)
+        .expect("status missing from STATUSES")
+}
+
+/// One core's counters, on its own cache lines so cores never share a line they write.
+#[repr(align(128))]
+#[derive(Default)]
+pub(crate) struct CoreStats {
+    requests: [[AtomicU64; STATUSES.len()]; ROUTE_LABELS.len()],
+    tokens: AtomicU64,
+    in_flight: AtomicU64,
+    waiting: AtomicU64,
+}
+
+fn add(a: &AtomicU64, d: u64) {
+    a.store(a.load(Relaxed).wrapping_add(d), Relaxed);
+}
+
+fn sub(a: &AtomicU64, d: u64) {
+    a.store(a.load(Relaxed).wrapping_sub(d), Relaxed);
+}
+
+impl CoreStats {
+    pub(crate) fn count(&self, route: Route, status: u16) {
+        add(&self.requests[route.index()][status_index(status)], 1);
+    }
+    pub(crate) fn add_tokens(&self, n: u64) {
+        add(&self.tokens, n);
+    }
+    pub(crate) fn gauge_in_flight(&self, up: bool) {
+        if up {
+            add(&self.in_flight, 1)
+        } else {
+            sub(&self.in_flight, 1)
+        }
+    }
+    pub(crate) fn gauge_waiting(&self, up: bool) {
+        if up {
+            add(&self.waiting, 1)
+        } else {
+            sub(&self.waiting, 1)
+        }
+    }
+}
+
+/// Sums over all cores, for `/metrics`.
+pub(crate) struct Totals {
+    pub requests: Vec<(usize, u16, u64)>,
+    pub tokens: u64,
+    pub in_flight: u64,
+    pub waiting: u64,
+}
+
+pub(crate) fn totals(cores: &[CoreStats]) -> Totals {
+    let mut requests = Vec::new();
+    for r in 0..ROUTE_LABELS.len() {
+        for (s, &status) in STATUSES.iter().enumerate() {
+            let n: u64 = cores.iter().map(|c| c.requests[r][s].load(Relaxed)).sum();
+            if n > 0 {
+                requests.push((r, status, n));
+            }
+        }
+    }
+    let sum = |f: fn(&CoreStats) -> &AtomicU64| cores.iter().map(|c| f(c).load(Relaxed)).sum();
+    Totals {
+        requests,
+        tokens: sum(|c| &c.tokens),
+        in_flight: sum(|c| &c.in_flight),
+        waiting: sum(|c| &c.waiting),
+    }
+}
+
+/// State shared by every core.
+pub(crate) struct Shared {
+    pub stop: AtomicBool,
+    pub cores: Box<[CoreStats]>,
+    pub admission: Option<Admission>,
+}
+
+impl Shared {
+    pub(crate) fn new(ncores: usize, admission: Option<Admission>) -> Shared {
+        Shared {
+            stop: AtomicBool::new(false),
+            cores: (0..ncores).map(|_| CoreStats::default()).collect(),
+            admission,
+        }
+    }
+}
+
+/// Server-wide FIFO for `--parallel`, without locks: every admitted request takes a ticket
+/// (`tickets` counts them) and every finished one bumps `released`. Ticket `t` may generate
+/// once `t < released + parallel`, so slots go out in ticket order across all cores.
+pub(crate) struct Admission {
+    parallel: u64,
+    /// Tickets that may be outstanding (generating or waiting) before answering 503.
+    capacity: Option<u64>,
+    tickets: AtomicU64,
+    released: AtomicU64,
+}
+
+impl Admission {
+    pub(crate) fn new(parallel: u32, max_queue: Option<u32>) -> Admission {
+        Admission {
+            parallel: parallel as u64,
+            capacity: max_queue.map(|q| parallel as u64 + q as u64),
+            tickets: AtomicU64::new(0),
+            released: AtomicU64::new(0),
+        }
+    }
+
+    /// A ticket, or None when the queue is full (503). Whoever gets a ticket must call
+    /// `release` exactly once, or every later ticket waits forever.
+    pub(crate) fn try_enter(&self) -> Option<u64> {
+        let mut t = self.tickets.load(Relaxed);
+        loop {
+            if let Some(cap) = self.capacity {
+                let outstanding = t.saturating_sub(self.released.load(Relaxed));
+                if outstanding >= cap {
+                    return None;
+                }
+            }
+            match self
+                .tickets
+                .compare_exchange_weak(t, t + 1, Relaxed, Relaxed)
+            {
+                Ok(_) => return Some(t),
+                Err(now) => t = now,
+            }
+        }
+    }
+
+    pub(crate) fn may_run(&self, ticket: u64) -> bool {
+        ticket < self.released.load(Relaxed) + self.parallel
+    }
+
+    pub(crate) fn release(&self) {
+        self.released.fetch_add(1, Relaxed);
+    }
+}
+
+/// A core's waiting tickets. Releases on this core wake the ready ones at once; releases
+/// on other cores are noticed by a poller task that ticks every millisecond while anyone
+/// waits here (glommio has no cheap cross-thread wakeup).
+///
+/// A ticket whose client went away stays here as `None` until its turn, and is released
+/// then: releasing it early would let a later ticket run beside the ones before it.
+#[derive(Default)]
+pub(crate) struct Waiters {
+    pub map: RefCell<BTreeMap<u64, Option<Waker>>>,
+    pub poller_running: Cell<bool>,
+}
+
+impl Waiters {
+    /// Wakes every waiter that may now run (all of them when stopping), and releases the
+    /// abandoned tickets whose turn has come.
+    pub(crate) fn wake_ready(&self, adm: &Admission, stopping: bool) {
+        let mut ready = Vec::new();
+        {
+            let mut map = self.map.borrow_mut();
+            // may_run reads `released` afresh, so releasing an abandoned ticket lets the
+            // loop go on to the next one.
+            while let Some(entry) = map.first_entry() {
+                if !(stopping || adm.may_run(*entry.key())) {
+                    break;
+                }
+                match entry.remove() {
+                    Some(w) => ready.push(w),
+                    None => adm.release(),
+                }
+            }
+        }
+        for w in ready {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_is_fifo_and_bounded() {
+        let a = Admission::new(2, Some(1));
+        let t0 = a.try_enter().unwrap();
+        let t1 = a.try_enter().unwrap();
+        let t2 = a.try_enter().unwrap();
+        assert!(a.try_enter().is_none(), "2 running + 1 waiting is full");
+        assert!(a.may_run(t0) && a.may_run(t1) && !a.may_run(t2));
+        a.release();
+        assert!(a.may_run(t2));
+        let t3 = a.try_enter().unwrap();
+        assert!(!a.may_run(t3));
+    }
+
+    #[test]
+    fn totals_sum_cores() {
+        let cores: Vec<CoreStats> = (0..3).map(|_| CoreStats::default()).collect();
+        cores[0].count(Route::Generate, 200);
+        cores[2].count(Route::Generate, 200);
+        cores[1].count(Route::Other, 404);
+        cores[1].add_tokens(5);
+        cores[2].gauge_in_flight(true);
+        let t = totals(&cores);
+        assert_eq!(t.tokens, 5);
+        assert_eq!(t.in_flight, 1);
+        assert!(t.requests.contains(&(Route::Generate as usize, 200, 2)));
+        assert!(t.requests.contains(&(Route::Other as usize, 404, 1)));
+    }
+}
