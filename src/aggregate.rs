@@ -140,7 +140,7 @@ impl Aggregator {
         let target_rps = self
             .rate
             .as_ref()
-            .map_or(0.0, |r| mean_rate(r, self.prev_t, t));
+            .map_or(0.0, |r| mean_rate(r, self.prev_t, t, 100));
         self.timeline.push(TimelineRow {
             t_s: t.as_secs_f64(),
             dt_s: dt,
@@ -178,17 +178,16 @@ impl Aggregator {
     }
 }
 
-/// Mean of the target rate over [from, to), sampled at the midpoints of 100 slices.
-fn mean_rate(spec: &RateSpec, from: Duration, to: Duration) -> f64 {
-    const SLICES: u32 = 100;
-    if to <= from {
+/// Mean of the target rate over [from, to), sampled at the midpoints of `slices` slices.
+pub fn mean_rate(spec: &RateSpec, from: Duration, to: Duration, slices: u32) -> f64 {
+    if to <= from || slices == 0 {
         return 0.0;
     }
-    let step = (to - from) / SLICES;
-    (0..SLICES)
+    let step = (to - from) / slices;
+    (0..slices)
         .map(|i| spec.target_rate(from + step * i + step / 2))
         .sum::<f64>()
-        / SLICES as f64
+        / slices as f64
 }
 
 #[cfg(test)]

@@ -200,6 +200,8 @@ pub struct Counters {
     pub failed: u64,
     /// Still in flight when the run was cut short (Ctrl-C).
     pub cut_off: u64,
+    /// Open loop: due before the end of the run but not sent by then (not in `sent`).
+    pub missed: u64,
     pub errors: [u64; ErrorKind::ALL.len()],
     /// Response heads by status code (index = code, 0..=999).
     pub status: Vec<u64>,
@@ -232,6 +234,7 @@ impl Default for Counters {
             ok: 0,
             failed: 0,
             cut_off: 0,
+            missed: 0,
             errors: [0; ErrorKind::ALL.len()],
             status: vec![0; 1000],
             bytes_read: 0,
@@ -291,6 +294,7 @@ impl Counters {
             (&mut self.ok, other.ok),
             (&mut self.failed, other.failed),
             (&mut self.cut_off, other.cut_off),
+            (&mut self.missed, other.missed),
             (&mut self.bytes_read, other.bytes_read),
             (&mut self.bytes_written, other.bytes_written),
             (&mut self.conns_opened, other.conns_opened),

@@ -137,17 +137,43 @@ impl Conn {
             if let Some(at) = ticket.intended {
                 self.sleep_until(at).await;
             }
+            if self.too_late(ticket, false) {
+                continue;
+            }
             if !self.shard.admit().await {
                 return;
             }
+            if self.too_late(ticket, true) {
+                continue;
+            }
+            let now = Instant::now();
+            self.shard.roll(now);
             self.shard.counters.borrow_mut().sent += 1;
             self.window.push_back(InFlight {
                 ticket,
-                sent: Instant::now(),
+                sent: now,
                 written: false,
                 lag_recorded: false,
             });
         }
+    }
+
+    /// Sending stops at the end of the run, even for requests that were due before it but
+    /// could not go out in time (blast or its connections fell behind): those are counted
+    /// as missed, so that the backlog shows in the report.
+    fn too_late(&self, ticket: Ticket, admitted: bool) -> bool {
+        let now = Instant::now();
+        if self.shard.end.is_none_or(|end| now < end) {
+            return false;
+        }
+        if admitted {
+            self.shard.release(1);
+        }
+        if ticket.intended.is_some() {
+            self.shard.roll(now);
+            self.shard.counters.borrow_mut().missed += 1;
+        }
+        true
     }
 
     async fn connect(&mut self) -> Result<(), Broken> {
@@ -272,6 +298,7 @@ impl Conn {
             .pop_front()
             .expect("a response answers a request in flight");
         let now = self.read_at;
+        self.shard.roll(now);
         self.shard.release(1);
         {
             let mut counters = self.shard.counters.borrow_mut();
@@ -340,6 +367,7 @@ impl Conn {
         match broken {
             Broken::Resend => {}
             Broken::CutOff => {
+                self.shard.roll(Instant::now());
                 let n = self.window.len() as u64;
                 self.shard.counters.borrow_mut().cut_off += n;
                 self.shard.release(n);
@@ -348,6 +376,7 @@ impl Conn {
             Broken::Fail(kind) => {
                 let n = self.window.len() as u64;
                 self.window.clear();
+                self.shard.roll(Instant::now());
                 self.shard.counters.borrow_mut().record_error(kind, n);
                 self.shard.release(n);
                 if kind == ErrorKind::Connect {

@@ -79,6 +79,10 @@ pub(crate) struct Shard {
     pub stopping: Cell<bool>,
     /// Index in `setup.addrs` of the address that last accepted a connection.
     pub preferred_addr: Cell<usize>,
+    tx: Sender<Snapshot>,
+    /// The interval being measured, and when it ends.
+    seq: Cell<u64>,
+    next_snapshot: Cell<Instant>,
 }
 
 impl Shard {
@@ -144,18 +148,31 @@ impl Shard {
         &self.setup.requests[t.template as usize]
     }
 
-    fn snapshot(&self, seq: u64, last: bool) -> Snapshot {
+    /// Send the snapshot of every interval that ended at or before `now`. The ticker calls
+    /// this, and so do connections before they count an event, so that an event at or after
+    /// a boundary lands in the next interval even when its task runs before the ticker's.
+    #[inline]
+    pub fn roll(&self, now: Instant) {
+        while now >= self.next_snapshot.get() {
+            let boundary = self.next_snapshot.get();
+            self.send_snapshot(boundary - self.start, false);
+            self.next_snapshot.set(boundary + self.setup.interval);
+        }
+    }
+
+    fn send_snapshot(&self, at: Duration, last: bool) {
         let mut hists = self.hists.borrow_mut();
         let snap = Snapshot {
             shard: self.setup.id,
-            seq,
-            at: self.start.elapsed(),
+            seq: self.seq.get(),
+            at,
             last,
             counters: self.counters.borrow().clone(),
             hists: hists.clone(),
         };
         hists.reset();
-        snap
+        let _ = self.tx.send(snap);
+        self.seq.set(self.seq.get() + 1);
     }
 }
 
@@ -175,12 +192,14 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         next_template: Cell::new(0),
         stopping: Cell::new(false),
         preferred_addr: Cell::new(0),
+        tx,
+        seq: Cell::new(0),
+        next_snapshot: Cell::new(start + setup.interval),
         start,
         setup,
     });
     let done = Rc::new(Cell::new(false));
-    let seq = Rc::new(Cell::new(0u64));
-    glommio::spawn_local(ticker(shard.clone(), done.clone(), seq.clone(), tx.clone())).detach();
+    glommio::spawn_local(ticker(shard.clone(), done.clone())).detach();
 
     let tasks: Vec<_> = (0..shard.setup.conns)
         .map(|i| glommio::spawn_local(conn::run(shard.clone(), i)).detach())
@@ -189,20 +208,21 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         t.await;
     }
     done.set(true);
-    let _ = tx.send(shard.snapshot(seq.get(), true));
+    let now = Instant::now();
+    shard.roll(now);
+    shard.send_snapshot(now - shard.start, true);
 }
 
 /// Every few milliseconds: time out overdue requests and notice Ctrl-C. Every interval:
 /// send a snapshot. Deadlines are absolute so that intervals do not drift.
-async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>, seq: Rc<Cell<u64>>, tx: Sender<Snapshot>) {
+async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>) {
     let setup = &shard.setup;
     // A sweep every 1/20 of the timeout keeps timeouts within 5% without a timer per request.
     let tick = (setup.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
-    let mut next_snapshot = shard.start + setup.interval;
     let mut next_sweep = shard.start + tick;
     let mut timer = Timer::new(Duration::ZERO);
     loop {
-        let wake = next_sweep.min(next_snapshot);
+        let wake = next_sweep.min(shard.next_snapshot.get());
         let now = Instant::now();
         if wake > now {
             timer.reset(wake - now);
@@ -231,10 +251,6 @@ async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>, seq: Rc<Cell<u64>>, tx: 
                 next_sweep += tick;
             }
         }
-        if now >= next_snapshot {
-            let _ = tx.send(shard.snapshot(seq.get(), false));
-            seq.set(seq.get() + 1);
-            next_snapshot += setup.interval;
-        }
+        shard.roll(now);
     }
 }

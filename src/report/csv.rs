@@ -7,7 +7,7 @@ use crate::aggregate::TimelineRow;
 pub fn write_timeline(w: &mut impl Write, rows: &[TimelineRow]) -> io::Result<()> {
     writeln!(
         w,
-        "t_s,dt_s,target_rps,sent,completed,ok,errors,in_flight,rps,p50_us,p99_us"
+        "t_s,dt_s,target_rps,sent,completed,ok,errors,in_flight,rps,p50_us,p99_us,tokens"
     )?;
     for r in rows {
         writeln!(

@@ -12,8 +12,11 @@ use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::aggregate::{Aggregator, TimelineRow};
+use std::time::Duration;
+
+use crate::aggregate::{mean_rate, Aggregator, TimelineRow};
 use crate::plan::{Config, Plan};
+use crate::schedule::RateSpec;
 use crate::stats::{ErrorKind, Metric, Summary};
 
 #[derive(Clone, Debug, Serialize)]
@@ -46,6 +49,8 @@ pub struct OpenLoop {
     pub target_rps: f64,
     /// Requests actually started per second over the same window.
     pub achieved_rps: f64,
+    /// Due before the end but not sent by then (blast or its connections fell behind).
+    pub missed: u64,
     pub send_lag_p99_us: u64,
     /// Achieved within 1% of the target and send lag p99 within 1 ms.
     pub kept_up: bool,
@@ -202,7 +207,10 @@ impl Report {
             },
             peak_rss_bytes: cost.peak_rss_bytes,
             interrupted,
-            open_loop: plan.rate.as_ref().map(|_| open_loop(agg, plan.duration)),
+            open_loop: plan
+                .rate
+                .as_ref()
+                .map(|spec| open_loop(agg, spec, plan.duration)),
             tokens: plan.llm.map(|_| Tokens {
                 output: totals.tokens,
                 per_s: per_s(totals.tokens),
@@ -248,25 +256,37 @@ fn ser_pairs<S: serde::Serializer>(
     map.end()
 }
 
-/// Compare what was started with what was asked for, over the sending window (the run's
-/// duration, or all of it for a run bounded by a request count).
-fn open_loop(agg: &Aggregator, duration: Option<std::time::Duration>) -> OpenLoop {
-    let limit = duration.map_or(f64::INFINITY, |d| d.as_secs_f64() + 1e-6);
-    let rows = agg.timeline.iter().filter(|r| r.t_s <= limit);
-    let (mut span, mut sent, mut target) = (0.0, 0u64, 0.0);
-    for r in rows {
-        span = r.t_s;
-        sent += r.sent;
-        target += r.target_rps * r.dt_s;
-    }
-    let per_s = |x: f64| if span > 0.0 { x / span } else { 0.0 };
+/// Compare what was started with what was asked for: over the run's duration, or for a
+/// run bounded by a request count, up to the last interval in which anything was sent.
+fn open_loop(agg: &Aggregator, spec: &RateSpec, duration: Option<std::time::Duration>) -> OpenLoop {
+    let totals = agg.totals();
+    let (span, target) = match duration {
+        Some(d) => (d.as_secs_f64(), mean_rate(spec, Duration::ZERO, d, 10_000)),
+        None => {
+            let rows = agg
+                .timeline
+                .iter()
+                .take_while(|r| r.sent > 0 || r.t_s == 0.0);
+            let (mut span, mut expected) = (0.0, 0.0);
+            for r in rows {
+                span = r.t_s;
+                expected += r.target_rps * r.dt_s;
+            }
+            (span, if span > 0.0 { expected / span } else { 0.0 })
+        }
+    };
+    let achieved_rps = if span > 0.0 {
+        totals.sent as f64 / span
+    } else {
+        0.0
+    };
     let send_lag_p99_us = agg.summary(Metric::SendLag).map_or(0, |s| s.p99);
-    let (target_rps, achieved_rps) = (per_s(target), per_s(sent as f64));
     OpenLoop {
-        target_rps,
+        target_rps: target,
         achieved_rps,
+        missed: totals.missed,
         send_lag_p99_us,
-        kept_up: achieved_rps >= target_rps * (1.0 - RATE_TOLERANCE)
+        kept_up: achieved_rps >= target * (1.0 - RATE_TOLERANCE)
             && send_lag_p99_us <= MAX_SEND_LAG_P99_US,
     }
 }

@@ -164,11 +164,24 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
             o.achieved_rps,
             fmt_us(o.send_lag_p99_us as f64)
         )?;
-        if !o.kept_up {
+        if o.missed > 0 {
             writeln!(
                 w,
-                "  WARNING        blast itself could not keep up with the target rate, so these \
-                 figures describe blast, not only the server: try more --cores or --conns"
+                "  Missed         {} requests were due but not sent before the end",
+                o.missed
+            )?;
+        }
+        if !o.kept_up {
+            let advice = match r.config.max_in_flight {
+                Some(cap) => format!(
+                    "--max-in-flight {cap} held requests back; raise it, or add --conns or --cores"
+                ),
+                None => "try more --cores or --conns".to_string(),
+            };
+            writeln!(
+                w,
+                "  WARNING        blast could not keep up with the target rate, so these figures \
+                 describe blast's shortfall, not only the server: {advice}"
             )?;
         }
     }

@@ -213,6 +213,9 @@ pub struct Behaviour {
     pub garbage: bool,
     /// Size of each response body (chunked bodies are cut into 1000-byte chunks).
     pub body_len: usize,
+    /// Every N-th request the server receives (counted over all connections) freezes the
+    /// whole server for this long, like a GC pause: no connection answers until it is over.
+    pub stall_every: Option<(u64, Duration)>,
 }
 
 impl Default for Behaviour {
@@ -226,6 +229,7 @@ impl Default for Behaviour {
             abrupt_close: false,
             garbage: false,
             body_len: 11,
+            stall_every: None,
         }
     }
 }
@@ -326,6 +330,11 @@ struct Shared {
     /// Times the accept loop found no pending connection.
     idle_rounds: AtomicU64,
     seen: Mutex<Vec<SeenRequest>>,
+    /// Requests received and not yet being answered, now and at most (see `Busy`).
+    busy: AtomicU64,
+    max_busy: AtomicU64,
+    /// `Behaviour::stall_every`: the server answers nothing before this instant.
+    stalled_until: Mutex<Option<Instant>>,
 }
 
 /// A loopback HTTP/1.1 server on 127.0.0.1:0, one thread per connection. Stops (and joins
@@ -443,10 +452,12 @@ fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()
         while let Some((req, used)) = parse_request(&buf)? {
             buf.drain(..used);
             let req_is_head = req.method == "HEAD";
-            record(shared, req);
-            if !sleep_unless_stopped(b.delay, shared) {
+            let number = record(shared, req);
+            let busy = Busy::begin(shared);
+            if !sleep_unless_stopped(b.delay, shared) || !wait_out_stall(b, number, shared) {
                 return Ok(());
             }
+            drop(busy);
             served += 1;
             if b.garbage {
                 stream.write_all(b"THIS IS NOT HTTP AT ALL\r\n\r\n")?;
@@ -519,12 +530,14 @@ fn sleep_unless_stopped(d: Duration, shared: &Shared) -> bool {
     }
 }
 
-fn record(shared: &Shared, req: SeenRequest) {
-    shared.requests.fetch_add(1, Ordering::SeqCst);
+/// Count (and maybe keep) a request; returns its number, from 1, over all connections.
+fn record(shared: &Shared, req: SeenRequest) -> u64 {
+    let number = shared.requests.fetch_add(1, Ordering::SeqCst) + 1;
     let mut seen = shared.seen.lock().unwrap();
     if seen.len() < KEEP_SEEN {
         seen.push(req);
     }
+    number
 }
 
 /// One complete request (head and `Content-Length` body) at the front of `buf`, and its
@@ -625,4 +638,70 @@ fn reason(status: u16) -> &'static str {
 /// How many CPUs this process may run on (what blast uses by default).
 pub fn allowed_cpu_count() -> usize {
     blast::plan::allowed_cpus().len()
+}
+
+// ---------------------------------------------------------------------------------------
+// Stalls and concurrency (open-loop tests)
+// ---------------------------------------------------------------------------------------
+
+impl Behaviour {
+    /// Every `n`-th request received (over all connections) stalls the whole server for
+    /// `stall`: every connection's answer waits until the stall is over.
+    pub fn stall_every(self, n: u64, stall: Duration) -> Self {
+        assert!(n > 0);
+        Behaviour {
+            stall_every: Some((n, stall)),
+            ..self
+        }
+    }
+}
+
+impl TestServer {
+    /// The most requests the server was ever working on at once (received, response not
+    /// yet being written). Never more than the client had in flight.
+    pub fn max_concurrent(&self) -> u64 {
+        self.settle();
+        self.shared.max_busy.load(Ordering::SeqCst)
+    }
+}
+
+/// One request the server is working on, from when it was read in full until just before
+/// its response is written (so that the count can only under-, never over-state what the
+/// client has in flight).
+struct Busy<'a>(&'a Shared);
+
+impl<'a> Busy<'a> {
+    fn begin(shared: &'a Shared) -> Busy<'a> {
+        let now = shared.busy.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.max_busy.fetch_max(now, Ordering::SeqCst);
+        Busy(shared)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// `Behaviour::stall_every`: start a stall if request `number` is an N-th one, then wait
+/// until any stall is over. False if the server stopped meanwhile.
+fn wait_out_stall(b: &Behaviour, number: u64, shared: &Shared) -> bool {
+    let Some((n, stall)) = b.stall_every else {
+        return true;
+    };
+    let until = {
+        let mut until = shared.stalled_until.lock().unwrap();
+        if number.is_multiple_of(n) {
+            let end = Instant::now() + stall;
+            *until = Some(until.map_or(end, |u| u.max(end)));
+        }
+        *until
+    };
+    match until {
+        Some(until) => {
+            sleep_unless_stopped(until.saturating_duration_since(Instant::now()), shared)
+        }
+        None => true,
+    }
 }
