@@ -130,23 +130,31 @@ impl Conn {
     /// in flight it takes only those that are due, so that responses keep being read.
     async fn fill_window(&mut self, depth: usize) {
         while self.window.len() < depth {
-            let waiting_ok = self.window.is_empty();
-            let Some(ticket) = self.shard.take_ticket(Instant::now(), !waiting_ok) else {
+            // One clock read per request here, and again only after an actual wait.
+            let mut now = Instant::now();
+            let Some(ticket) = self.shard.take_ticket(now, !self.window.is_empty()) else {
                 return;
             };
-            if let Some(at) = ticket.intended {
+            if let Some(at) = ticket.intended.filter(|at| *at > now) {
                 self.sleep_until(at).await;
+                now = Instant::now();
             }
-            if self.too_late(ticket, false) {
-                continue;
-            }
-            if !self.shard.admit().await {
+            if self.shard.stopping.get() {
                 return;
             }
-            if self.too_late(ticket, true) {
+            if self.too_late(ticket, now) {
                 continue;
             }
-            let now = Instant::now();
+            if self.shard.has_cap() {
+                if !self.shard.admit().await {
+                    return;
+                }
+                now = Instant::now();
+                if self.too_late(ticket, now) {
+                    self.shard.release(1);
+                    continue;
+                }
+            }
             self.shard.roll(now);
             self.shard.counters.borrow_mut().sent += 1;
             self.window.push_back(InFlight {
@@ -161,13 +169,9 @@ impl Conn {
     /// Sending stops at the end of the run, even for requests that were due before it but
     /// could not go out in time (blast or its connections fell behind): those are counted
     /// as missed, so that the backlog shows in the report.
-    fn too_late(&self, ticket: Ticket, admitted: bool) -> bool {
-        let now = Instant::now();
+    fn too_late(&self, ticket: Ticket, now: Instant) -> bool {
         if self.shard.end.is_none_or(|end| now < end) {
             return false;
-        }
-        if admitted {
-            self.shard.release(1);
         }
         if ticket.intended.is_some() {
             self.shard.roll(now);

@@ -129,6 +129,10 @@ impl Shard {
         Some(Ticket { template, intended })
     }
 
+    pub fn has_cap(&self) -> bool {
+        self.cap.is_some()
+    }
+
     /// Wait for room under `--max-in-flight`; false if the run stopped meanwhile.
     pub async fn admit(&self) -> bool {
         match &self.cap {
