@@ -74,6 +74,11 @@ impl Aggregator {
         }
     }
 
+    /// Shard `shard` has sent its last snapshot.
+    pub fn done(&self, shard: usize) -> bool {
+        self.finals[shard].is_some()
+    }
+
     pub fn all_done(&self) -> bool {
         self.finals.iter().all(Option::is_some)
     }

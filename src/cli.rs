@@ -211,12 +211,14 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value = "none", help_heading = "LLM")]
     pub api: ApiArg,
 
-    #[arg(long, default_value = "llama3.2", help_heading = "LLM")]
-    pub model: String,
+    /// Model name in the request body [default: llama3.2].
+    #[arg(long, help_heading = "LLM")]
+    pub model: Option<String>,
 
-    /// Built-in prompt sets to rotate through: short, medium, long (comma-separated).
-    #[arg(long, default_value = "short", help_heading = "LLM")]
-    pub prompts: String,
+    /// Built-in prompt sets to rotate through: short, medium, long (comma-separated)
+    /// [default: short].
+    #[arg(long, help_heading = "LLM")]
+    pub prompts: Option<String>,
 
     /// Prompts from a file, one per line (instead of --prompts).
     #[arg(long, value_name = "PATH", help_heading = "LLM")]

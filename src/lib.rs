@@ -17,8 +17,12 @@ pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
+pub mod wake;
+
+use std::time::{Duration, Instant};
 
 use aggregate::{Aggregator, TimelineRow};
+use crossbeam_channel::RecvTimeoutError;
 use plan::Plan;
 use report::{Report, SelfCost};
 
@@ -30,14 +34,28 @@ pub fn run(
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
-    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, plan.rate.clone());
+    let shards = plan.cpus.len();
+    let mut agg = Aggregator::new(shards, plan.interval, plan.rate.clone());
+    // A shard reports at least every interval; one that has been silent for two is
+    // kicked, in case glommio lost its wake-up (see `wake`).
+    let silent_for = plan.interval * 2 + Duration::from_millis(100);
+    let mut heard = vec![Instant::now(); shards];
     while !agg.all_done() {
-        // Every shard holds a sender until it ends, so this only fails once all are gone.
-        let Ok(snap) = run.snapshots.recv() else {
-            break;
-        };
-        for row in agg.push(snap) {
-            on_row(row);
+        match run.snapshots.recv_timeout(Duration::from_millis(100)) {
+            Ok(snap) => {
+                heard[snap.shard] = Instant::now();
+                for row in agg.push(snap) {
+                    on_row(row);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            // Every shard holds a sender until it ends: all are gone.
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        let silent = (0..shards).filter(|&s| !agg.done(s) && heard[s].elapsed() > silent_for);
+        if silent.count() > 0 {
+            run.kick();
+            heard.fill(Instant::now());
         }
     }
     run.join()?;

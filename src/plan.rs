@@ -19,6 +19,9 @@ use crate::stats::Metric;
 #[error("{0}")]
 pub struct PlanError(pub String);
 
+const DEFAULT_MODEL: &str = "llama3.2";
+const DEFAULT_PROMPTS: &str = "short";
+
 /// Deeper pipelines only queue requests in the server's socket buffer.
 const MAX_PIPELINE: usize = 1024;
 
@@ -341,6 +344,13 @@ impl Plan {
         if api.is_some() && !body.is_empty() {
             return err("--body/--body-file and --api both set the body: use one of them");
         }
+        if api.is_none() {
+            if let Some(flag) = llm_only_flag(args) {
+                return err(format!(
+                    "{flag} only applies to an LLM API: add --api (e.g. --api ollama-generate)"
+                ));
+            }
+        }
         let method = match &args.method {
             Some(m) => {
                 let m = m.trim().to_ascii_uppercase();
@@ -457,6 +467,20 @@ impl Plan {
     }
 }
 
+/// The first LLM option given without `--api`, which would otherwise be silently ignored.
+fn llm_only_flag(args: &RunArgs) -> Option<&'static str> {
+    [
+        (args.model.is_some(), "--model"),
+        (args.prompts.is_some(), "--prompts"),
+        (args.prompt_file.is_some(), "--prompt-file"),
+        (args.stream || args.no_stream, "--stream/--no-stream"),
+        (args.max_tokens.is_some(), "--max-tokens"),
+        (args.slo.is_some(), "--slo"),
+    ]
+    .into_iter()
+    .find_map(|(given, flag)| given.then_some(flag))
+}
+
 /// One request per prompt, in rotation, for an LLM API. A URL without a path gets the
 /// API's usual one.
 fn llm_requests(
@@ -476,14 +500,16 @@ fn llm_requests(
             (mix, format!("file:{}", path.display()))
         }
         None => {
-            let sets = PromptSet::parse_list(&args.prompts)
-                .map_err(|e| PlanError(format!("--prompts: {e}")))?;
+            let names = args.prompts.as_deref().unwrap_or(DEFAULT_PROMPTS);
+            let sets =
+                PromptSet::parse_list(names).map_err(|e| PlanError(format!("--prompts: {e}")))?;
             let mix = PromptMix::from_sets(&sets)
                 .ok_or_else(|| PlanError("--prompts: no prompt set given".into()))?;
-            (mix, args.prompts.clone())
+            (mix, names.to_string())
         }
     };
-    if args.model.trim().is_empty() {
+    let model = args.model.as_deref().unwrap_or(DEFAULT_MODEL);
+    if model.trim().is_empty() {
         return err("--model must not be empty");
     }
     if args.max_tokens == Some(0) {
@@ -510,7 +536,7 @@ fn llm_requests(
         .map(|prompt| {
             let body = llm::render(&llm::BodySpec {
                 api,
-                model: &args.model,
+                model,
                 prompt,
                 stream: streaming,
                 max_tokens: args.max_tokens,
@@ -527,7 +553,7 @@ fn llm_requests(
         .collect();
     let config = LlmConfig {
         api,
-        model: args.model.clone(),
+        model: model.to_string(),
         prompts: prompts_name,
         prompt_count: mix.len(),
         stream: streaming,

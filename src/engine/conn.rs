@@ -28,6 +28,9 @@ const READ_BUF: usize = 16 * 1024;
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
+/// Open loop: how late past the end of the run a request due before it may still be sent.
+const LATE_GRACE: Duration = Duration::from_millis(100);
+
 /// Longest single sleep, so that a sleeping connection notices an interrupted run promptly.
 const MAX_NAP: Duration = Duration::from_millis(100);
 
@@ -166,18 +169,23 @@ impl Conn {
         }
     }
 
-    /// Sending stops at the end of the run, even for requests that were due before it but
-    /// could not go out in time (blast or its connections fell behind): those are counted
-    /// as missed, so that the backlog shows in the report.
+    /// Sending stops at the end of the run. A request due before the end that comes out a
+    /// little late still goes (a wake-up a millisecond late must not drop the last send of
+    /// an exact schedule); one that is far behind (blast or its connections fell behind)
+    /// is counted as missed, so that the backlog shows in the report.
     fn too_late(&self, ticket: Ticket, now: Instant) -> bool {
         if self.shard.end.is_none_or(|end| now < end) {
             return false;
         }
-        if ticket.intended.is_some() {
-            self.shard.roll(now);
-            self.shard.counters.borrow_mut().missed += 1;
+        match ticket.intended {
+            Some(at) if now.saturating_duration_since(at) <= LATE_GRACE => false,
+            Some(_) => {
+                self.shard.roll(now);
+                self.shard.counters.borrow_mut().missed += 1;
+                true
+            }
+            None => true,
         }
-        true
     }
 
     async fn connect(&mut self) -> Result<(), Broken> {

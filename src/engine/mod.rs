@@ -24,9 +24,17 @@ pub fn interrupted() -> bool {
     INTERRUPTED.load(Ordering::Relaxed)
 }
 
+/// Shard threads are named after this (glommio appends a number), so they can be found.
+const SHARD_THREAD: &str = "blast-shard";
+
 /// io_uring registered memory per shard. blast does no file I/O, so the 10 MiB default
 /// would only eat into RLIMIT_MEMLOCK (often 8 MiB in all).
 const IO_MEMORY: usize = 64 << 10;
+
+/// Open loop: how long an idle shard polls before it parks. Parking costs glommio a
+/// membarrier and a ring setup (tens of microseconds on a VM) and waking from it is
+/// late by up to a millisecond; a send due within this window is met by spinning instead.
+const OPEN_LOOP_SPIN: Duration = Duration::from_micros(200);
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -102,18 +110,21 @@ impl Run {
             readies.push(ready_rx);
             let go_rx = go_rx.clone();
             let tx: Sender<Snapshot> = snap_tx.clone();
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name("blast-shard")
-                .io_memory(IO_MEMORY)
-                .spawn(move || async move {
-                    if ready_tx.send(()).is_err() {
-                        return;
-                    }
-                    // Blocking here is fine: no I/O of this executor has started yet.
-                    if let Ok(Some(start)) = go_rx.recv() {
-                        shard::run(setup, start, tx).await;
-                    }
-                });
+            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(SHARD_THREAD)
+                .io_memory(IO_MEMORY);
+            if plan.rate.is_some() {
+                builder = builder.spin_before_park(OPEN_LOOP_SPIN);
+            }
+            let spawned = builder.spawn(move || async move {
+                if ready_tx.send(()).is_err() {
+                    return;
+                }
+                // Blocking here is fine: no I/O of this executor has started yet.
+                if let Ok(Some(start)) = go_rx.recv() {
+                    shard::run(setup, start, tx).await;
+                }
+            });
             match spawned {
                 Ok(h) => handles.push((cpu, h)),
                 Err(source) => {
@@ -124,7 +135,7 @@ impl Run {
         }
         drop(snap_tx);
         for (i, ready) in readies.iter().enumerate() {
-            if ready.recv().is_err() {
+            if !wait_kicking(ready) {
                 // The executor died before running our future: its join has the reason.
                 let (cpu, failed) = handles.remove(i);
                 let err = match failed.join() {
@@ -149,6 +160,11 @@ impl Run {
         })
     }
 
+    /// Wake the shards in case glommio lost a wake-up (harmless to those that are running).
+    pub fn kick(&self) {
+        crate::wake::kick_threads(SHARD_THREAD);
+    }
+
     /// Wait for every shard to end.
     pub fn join(self) -> Result<(), EngineError> {
         let mut first = None;
@@ -162,6 +178,20 @@ impl Run {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// Wait for a shard's "ready", kicking the shards while waiting (see `wake`). False if the
+/// shard died before it could say it.
+fn wait_kicking(ready: &Receiver<()>) -> bool {
+    loop {
+        match ready.recv_timeout(Duration::from_millis(200)) {
+            Ok(()) => return true,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                crate::wake::kick_threads(SHARD_THREAD)
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
+        }
     }
 }
 

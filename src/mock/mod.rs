@@ -288,6 +288,9 @@ fn bind_all(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<OwnedFd>), Mo
     Ok((resolved, fds))
 }
 
+/// Mock executor threads are named after this (glommio appends a number).
+const MOCK_THREAD: &str = "blast-mock";
+
 /// A running mock server. Dropping it stops it too (ignoring errors).
 pub struct MockServer {
     addr: SocketAddr,
@@ -327,7 +330,7 @@ impl MockServer {
                 ready_tx.clone(),
             );
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name("blast-mock")
+                .name(MOCK_THREAD)
                 .io_memory(64 << 10)
                 // yield_if_needed() yields only after this long (default 100 ms): a
                 // zero-delay stream to a fast reader would hold the core that long and
@@ -343,13 +346,22 @@ impl MockServer {
             }
         }
         drop(ready_tx);
-        for _ in 0..n {
-            // A core whose executor failed to build drops its sender without a word.
-            if ready_rx.recv_timeout(Duration::from_secs(10)).is_err() {
-                return Err(match server.shutdown() {
-                    Err(e) => e,
-                    Ok(()) => MockError::Executor("a core did not start".into()),
-                });
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut started = 0;
+        while started < n {
+            match ready_rx.recv_timeout(Duration::from_millis(200)) {
+                Ok(_) => started += 1,
+                // glommio may have lost a wake-up (see `crate::wake`): kick and keep waiting.
+                Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {
+                    crate::wake::kick_threads(MOCK_THREAD)
+                }
+                // A core whose executor failed to build drops its sender without a word.
+                Err(_) => {
+                    return Err(match server.shutdown() {
+                        Err(e) => e,
+                        Ok(()) => MockError::Executor("a core did not start".into()),
+                    });
+                }
             }
         }
         Ok(server)
@@ -375,6 +387,25 @@ impl MockServer {
 
     fn shutdown(&mut self) -> Result<(), MockError> {
         self.shared.stop.store(true, Ordering::Relaxed);
+        // Joining cannot time out, so a kicker wakes the cores until they are all gone, in
+        // case glommio lost the wake-up of the timer that checks the stop flag.
+        let joined = Arc::new(AtomicBool::new(false));
+        let kicker = {
+            let joined = joined.clone();
+            std::thread::spawn(move || {
+                while !joined.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(200));
+                    crate::wake::kick_threads(MOCK_THREAD);
+                }
+            })
+        };
+        let result = self.join_all();
+        joined.store(true, Ordering::Relaxed);
+        let _ = kicker.join();
+        result
+    }
+
+    fn join_all(&mut self) -> Result<(), MockError> {
         let mut result = Ok(());
         for h in self.handles.drain(..) {
             if let Err(e) = h.join() {

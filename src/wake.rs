@@ -1,0 +1,115 @@
+//! A guard against lost wake-ups in glommio 0.9: under load, an executor can sleep in
+//! `io_uring_enter` past its own timer (seen here about once in a few hundred starts and
+//! stops on a loaded machine; glommio issues #326 and #547 describe the same), and then a
+//! shard stops reporting or a server never stops. Any signal ends that sleep with EINTR,
+//! which glommio treats as a normal wake-up, so the thread that waits for an executor
+//! "kicks" it with a signal whose handler does nothing.
+
+use std::sync::Once;
+
+/// The signal used for kicks: no other part of blast uses it.
+const KICK: libc::c_int = libc::SIGUSR2;
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+/// Install the do-nothing handler (once per process). Without SA_RESTART, so that a
+/// sleeping `io_uring_enter` returns.
+pub fn install() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // SAFETY: a handler that does nothing is async-signal-safe; sigaction only reads `sa`.
+        unsafe {
+            let mut sa: libc::sigaction = std::mem::zeroed();
+            sa.sa_sigaction = ignore as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(KICK, &sa, std::ptr::null_mut());
+        }
+    });
+}
+
+/// The calling thread's kernel id.
+pub fn thread_id() -> libc::pid_t {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+}
+
+/// Wake thread `tid` of this process if it is asleep. A thread that has already exited is
+/// not an error (tgkill reports ESRCH), and a recycled id can only name another thread of
+/// this process, for which the kick is harmless.
+pub fn kick(tid: libc::pid_t) {
+    install();
+    // SAFETY: tgkill only sends a signal whose handler (installed above) does nothing.
+    unsafe {
+        libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, KICK);
+    }
+}
+
+/// Kick every thread of this process whose name starts with `prefix` (glommio names its
+/// executor threads after the builder's name). Finding them by name works even for an
+/// executor that went to sleep before it could run any of our code.
+pub fn kick_threads(prefix: &str) {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return;
+    };
+    for task in tasks.flatten() {
+        let named =
+            std::fs::read_to_string(task.path().join("comm")).is_ok_and(|c| c.starts_with(prefix));
+        if let (true, Some(tid)) = (
+            named,
+            task.file_name().to_str().and_then(|t| t.parse().ok()),
+        ) {
+            kick(tid);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_kick_ends_a_blocking_sleep_early() {
+        install();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::spawn(move || {
+            tx.send(thread_id()).unwrap();
+            let start = Instant::now();
+            // A raw nanosleep returns EINTR on a signal (std's sleep would resume it).
+            let ts = libc::timespec {
+                tv_sec: 10,
+                tv_nsec: 0,
+            };
+            unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+            start.elapsed()
+        });
+        let tid = rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        kick(tid);
+        assert!(sleeper.join().unwrap() < Duration::from_secs(5));
+        kick(tid); // the thread is gone: still fine
+    }
+
+    #[test]
+    fn threads_are_found_by_name() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sleeper = std::thread::Builder::new()
+            .name("blast-kicktest".into())
+            .spawn(move || {
+                install();
+                tx.send(()).unwrap();
+                let start = Instant::now();
+                let ts = libc::timespec {
+                    tv_sec: 10,
+                    tv_nsec: 0,
+                };
+                unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
+                start.elapsed()
+            })
+            .unwrap();
+        rx.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        kick_threads("blast-kicktest");
+        assert!(sleeper.join().unwrap() < Duration::from_secs(5));
+    }
+}
