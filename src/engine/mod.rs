@@ -31,11 +31,6 @@ const SHARD_THREAD: &str = "blast-shard";
 /// would only eat into RLIMIT_MEMLOCK (often 8 MiB in all).
 const IO_MEMORY: usize = 64 << 10;
 
-/// Open loop: how long an idle shard polls before it parks. Parking costs glommio a
-/// membarrier and a ring setup (tens of microseconds on a VM) and waking from it is
-/// late by up to a millisecond; a send due within this window is met by spinning instead.
-const OPEN_LOOP_SPIN: Duration = Duration::from_micros(200);
-
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot start the executor on CPU {cpu}: {source}")]
@@ -110,21 +105,18 @@ impl Run {
             readies.push(ready_rx);
             let go_rx = go_rx.clone();
             let tx: Sender<Snapshot> = snap_tx.clone();
-            let mut builder = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(SHARD_THREAD)
-                .io_memory(IO_MEMORY);
-            if plan.rate.is_some() {
-                builder = builder.spin_before_park(OPEN_LOOP_SPIN);
-            }
-            let spawned = builder.spawn(move || async move {
-                if ready_tx.send(()).is_err() {
-                    return;
-                }
-                // Blocking here is fine: no I/O of this executor has started yet.
-                if let Ok(Some(start)) = go_rx.recv() {
-                    shard::run(setup, start, tx).await;
-                }
-            });
+                .io_memory(IO_MEMORY)
+                .spawn(move || async move {
+                    if ready_tx.send(()).is_err() {
+                        return;
+                    }
+                    // Blocking here is fine: no I/O of this executor has started yet.
+                    if let Ok(Some(start)) = go_rx.recv() {
+                        shard::run(setup, start, tx).await;
+                    }
+                });
             match spawned {
                 Ok(h) => handles.push((cpu, h)),
                 Err(source) => {
