@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::doc::*;
+
 use std::time::Duration;
 
 use serde_json::Value;
@@ -14,39 +16,6 @@ use common::{blast, blast_json, closed_port, run_blast_json, Behaviour, TempFile
 // Reading the result document
 // ---------------------------------------------------------------------------------------
 
-/// The value at a dotted path (`requests.completed`, `status.503`); panics if missing.
-fn at<'a>(doc: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(doc, |v, key| {
-        v.get(key)
-            .unwrap_or_else(|| panic!("result has no `{path}` (missing `{key}`):\n{doc:#}"))
-    })
-}
-
-fn num(doc: &Value, path: &str) -> u64 {
-    at(doc, path)
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{path}` is not an unsigned integer:\n{doc:#}"))
-}
-
-fn float(doc: &Value, path: &str) -> f64 {
-    at(doc, path)
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{path}` is not a number:\n{doc:#}"))
-}
-
-const ERROR_KINDS: [&str; 6] = ["connect", "timeout", "read", "write", "parse", "closed"];
-
-fn assert_no_errors(doc: &Value) {
-    for kind in ERROR_KINDS {
-        assert_eq!(
-            num(doc, &format!("errors.{kind}")),
-            0,
-            "errors.{kind}:\n{doc:#}"
-        );
-    }
-    assert_eq!(num(doc, "requests.failed"), 0, "requests.failed");
-}
-
 /// Exactly `k` requests were sent, completed and 2xx; none failed or was cut off.
 fn assert_exactly_ok(doc: &Value, k: u64) {
     for key in ["sent", "completed", "ok"] {
@@ -54,32 +23,6 @@ fn assert_exactly_ok(doc: &Value, k: u64) {
     }
     assert_eq!(num(doc, "requests.cut_off"), 0, "requests.cut_off");
     assert_no_errors(doc);
-}
-
-/// Every request started is accounted for.
-fn assert_balanced(doc: &Value) {
-    let ended =
-        num(doc, "requests.completed") + num(doc, "requests.failed") + num(doc, "requests.cut_off");
-    assert_eq!(
-        num(doc, "requests.sent"),
-        ended,
-        "sent != completed + failed + cut_off"
-    );
-}
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_exit(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, stderr:\n{}",
-        out.status,
-        stderr_of(out)
-    );
-    assert!(!stderr_of(out).contains("panicked"), "{}", stderr_of(out));
 }
 
 /// blast exited 1 because nothing succeeded, and said so.
@@ -482,7 +425,7 @@ fn json_document_has_every_key() {
     for path in paths {
         at(&doc, path);
     }
-    for kind in ERROR_KINDS {
+    for kind in ["connect", "timeout", "read", "write", "parse", "closed"] {
         at(&doc, &format!("errors.{kind}"));
     }
     assert!(at(&doc, "config").is_object());

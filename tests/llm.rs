@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::doc::*;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
@@ -639,45 +641,6 @@ fn run_api(dialect: Dialect, requests: u64, conns: usize, url: &str, extra: &[&s
     let code = if num(&doc, "requests.ok") > 0 { 0 } else { 1 };
     assert_exit(&out, code);
     doc
-}
-
-/// The value at a dotted path (`requests.ok`, `status.200`); panics if missing.
-fn at<'a>(doc: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(doc, |v, key| {
-        v.get(key)
-            .unwrap_or_else(|| panic!("result has no `{path}` (missing `{key}`):\n{doc:#}"))
-    })
-}
-
-fn num(doc: &Value, path: &str) -> u64 {
-    at(doc, path)
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{path}` is not an unsigned integer:\n{doc:#}"))
-}
-
-fn text<'a>(doc: &'a Value, path: &str) -> &'a str {
-    at(doc, path)
-        .as_str()
-        .unwrap_or_else(|| panic!("`{path}` is not a string:\n{doc:#}"))
-}
-
-fn assert_exit(out: &Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, stderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Every error counter is zero.
-fn assert_no_errors(doc: &Value) {
-    let errors = at(doc, "errors").as_object().expect("errors is an object");
-    for (kind, n) in errors {
-        assert_eq!(n, &json!(0), "errors.{kind}:\n{doc:#}");
-    }
-    assert_eq!(num(doc, "requests.failed"), 0, "requests.failed");
 }
 
 /// Exactly `n` requests sent, completed and 2xx, and no error of any kind.

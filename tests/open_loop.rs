@@ -14,6 +14,8 @@
 
 mod common;
 
+use common::doc::*;
+
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -26,32 +28,6 @@ use common::{blast, blast_json, run_blast_json, temp_path, Behaviour, TempFile, 
 // ---------------------------------------------------------------------------------------
 // Reading the result document
 // ---------------------------------------------------------------------------------------
-
-/// The value at a dotted path (`requests.sent`, `open_loop.kept_up`); panics if missing.
-fn at<'a>(doc: &'a Value, path: &str) -> &'a Value {
-    path.split('.').fold(doc, |v, key| {
-        v.get(key)
-            .unwrap_or_else(|| panic!("result has no `{path}` (missing `{key}`):\n{doc:#}"))
-    })
-}
-
-fn num(doc: &Value, path: &str) -> u64 {
-    at(doc, path)
-        .as_u64()
-        .unwrap_or_else(|| panic!("`{path}` is not an unsigned integer:\n{doc:#}"))
-}
-
-fn float(doc: &Value, path: &str) -> f64 {
-    at(doc, path)
-        .as_f64()
-        .unwrap_or_else(|| panic!("`{path}` is not a number:\n{doc:#}"))
-}
-
-fn flag(doc: &Value, path: &str) -> bool {
-    at(doc, path)
-        .as_bool()
-        .unwrap_or_else(|| panic!("`{path}` is not a boolean:\n{doc:#}"))
-}
 
 /// One row of the result's `timeline`.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,33 +80,6 @@ fn n_full_rows(doc: &Value, interval_s: f64, n: usize) -> Vec<Row> {
 // ---------------------------------------------------------------------------------------
 // Assertions
 // ---------------------------------------------------------------------------------------
-
-fn stderr_of(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-fn assert_exit(out: &std::process::Output, code: i32) {
-    assert_eq!(
-        out.status.code(),
-        Some(code),
-        "exit status {:?}, stderr:\n{}",
-        out.status,
-        stderr_of(out)
-    );
-    assert!(!stderr_of(out).contains("panicked"), "{}", stderr_of(out));
-}
-
-/// Every request started is accounted for.
-fn assert_balanced(doc: &Value) {
-    let ended =
-        num(doc, "requests.completed") + num(doc, "requests.failed") + num(doc, "requests.cut_off");
-    assert_eq!(
-        num(doc, "requests.sent"),
-        ended,
-        "sent != completed + failed + cut_off:\n{:#}",
-        at(doc, "requests")
-    );
-}
 
 /// Exactly `k` requests were sent, all completed with a 2xx, none failed or was cut off.
 fn assert_all_ok(doc: &Value, k: u64) {

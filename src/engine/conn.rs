@@ -79,44 +79,13 @@ enum Broken {
 
 pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
     let depth = shard.setup.pipeline;
-    let mut c = Conn {
-        shard,
-        idx,
-        stream: None,
-        served: 0,
-        ever_connected: false,
-        backoff: BACKOFF_MIN,
-        buf: vec![0; READ_BUF],
-        start: 0,
-        end: 0,
-        parser: ResponseParser::new(),
-        window: VecDeque::with_capacity(depth),
-        wbuf: Vec::new(),
-        timer: Timer::new(Duration::ZERO),
-        read_at: Instant::now(),
-        llm: None,
-    };
-    c.llm = c.shard.setup.llm.map(LlmTracker::new);
-    // The parser must know about HEAD before the first response, not only after a reset.
-    c.parser.reset(c.shard.setup.head);
+    let mut c = Conn::new(shard, idx);
     loop {
         c.fill_window(depth).await;
         if c.window.is_empty() {
             break;
         }
-        let step = match c.stream.is_none() {
-            true => c.connect().await,
-            false => Ok(()),
-        };
-        let step = match step {
-            Ok(()) => c.write().await,
-            Err(e) => Err(e),
-        };
-        let step = match step {
-            Ok(()) => c.read().await,
-            Err(e) => Err(e),
-        };
-        if let Err(broken) = step {
+        if let Err(broken) = c.exchange().await {
             c.handle(broken).await;
         }
     }
@@ -124,6 +93,39 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
 }
 
 impl Conn {
+    fn new(shard: Rc<Shard>, idx: usize) -> Conn {
+        let setup = &shard.setup;
+        let mut parser = ResponseParser::new();
+        // The parser must know about HEAD before the first response, not only after a reset.
+        parser.reset(setup.head);
+        Conn {
+            idx,
+            stream: None,
+            served: 0,
+            ever_connected: false,
+            backoff: BACKOFF_MIN,
+            buf: vec![0; READ_BUF],
+            start: 0,
+            end: 0,
+            parser,
+            window: VecDeque::with_capacity(setup.pipeline),
+            wbuf: Vec::new(),
+            timer: Timer::new(Duration::ZERO),
+            read_at: Instant::now(),
+            llm: setup.llm.map(LlmTracker::new),
+            shard,
+        }
+    }
+
+    /// Connect if need be, write what is not on the wire yet, read at least one response.
+    async fn exchange(&mut self) -> Result<(), Broken> {
+        if self.stream.is_none() {
+            self.connect().await?;
+        }
+        self.write().await?;
+        self.read().await
+    }
+
     fn watch(&self) -> &super::shard::Watch {
         &self.shard.watches[self.idx]
     }

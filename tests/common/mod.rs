@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod doc;
+
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
