@@ -68,48 +68,42 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    #[test]
-    fn a_kick_ends_a_blocking_sleep_early() {
+    /// A thread named `name` in a 10 s raw nanosleep (std's sleep would resume after a
+    /// signal); returns its id once it sleeps, and how long it slept when joined.
+    fn sleeper(name: &str) -> (libc::pid_t, std::thread::JoinHandle<Duration>) {
         install();
         let (tx, rx) = std::sync::mpsc::channel();
-        let sleeper = std::thread::spawn(move || {
-            tx.send(thread_id()).unwrap();
-            let start = Instant::now();
-            // A raw nanosleep returns EINTR on a signal (std's sleep would resume it).
-            let ts = libc::timespec {
-                tv_sec: 10,
-                tv_nsec: 0,
-            };
-            unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
-            start.elapsed()
-        });
-        let tid = rx.recv().unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        kick(tid);
-        assert!(sleeper.join().unwrap() < Duration::from_secs(5));
-        kick(tid); // the thread is gone: still fine
-    }
-
-    #[test]
-    fn threads_are_found_by_name() {
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sleeper = std::thread::Builder::new()
-            .name("blast-kicktest".into())
+        let handle = std::thread::Builder::new()
+            .name(name.into())
             .spawn(move || {
-                install();
-                tx.send(()).unwrap();
+                tx.send(thread_id()).unwrap();
                 let start = Instant::now();
                 let ts = libc::timespec {
                     tv_sec: 10,
                     tv_nsec: 0,
                 };
+                // SAFETY: nanosleep only reads `ts`.
                 unsafe { libc::nanosleep(&ts, std::ptr::null_mut()) };
                 start.elapsed()
             })
             .unwrap();
-        rx.recv().unwrap();
+        let tid = rx.recv().unwrap();
         std::thread::sleep(Duration::from_millis(50));
+        (tid, handle)
+    }
+
+    #[test]
+    fn a_kick_ends_a_blocking_sleep_early() {
+        let (tid, handle) = sleeper("blast-kick-one");
+        kick(tid);
+        assert!(handle.join().unwrap() < Duration::from_secs(5));
+        kick(tid); // the thread is gone: still fine
+    }
+
+    #[test]
+    fn threads_are_found_by_name() {
+        let (_, handle) = sleeper("blast-kicktest");
         kick_threads("blast-kicktest");
-        assert!(sleeper.join().unwrap() < Duration::from_secs(5));
+        assert!(handle.join().unwrap() < Duration::from_secs(5));
     }
 }

@@ -463,37 +463,14 @@ fn serve(mut stream: TcpStream, answer: &Answer, shared: &FakeShared) -> io::Res
                 // Close-delimited: FIN ends the body; then wait for the client to close.
                 stream.shutdown(Shutdown::Write)?;
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while Instant::now() < deadline && read_more(&mut stream, &mut buf, shared)? {}
+                while Instant::now() < deadline
+                    && common::read_more(&mut stream, &mut buf, &shared.stop)?
+                {}
                 return Ok(());
             }
         }
-        if !read_more(&mut stream, &mut buf, shared)? {
+        if !common::read_more(&mut stream, &mut buf, &shared.stop)? {
             return Ok(());
-        }
-    }
-}
-
-/// Read once into `buf`; false at EOF or when the server stops.
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &FakeShared) -> io::Result<bool> {
-    let mut chunk = [0u8; 16 * 1024];
-    loop {
-        if shared.stop.load(Ordering::SeqCst) {
-            return Ok(false);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return Ok(false),
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                return Ok(true);
-            }
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
-            Err(e) => return Err(e),
         }
     }
 }

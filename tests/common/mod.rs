@@ -475,17 +475,18 @@ fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()
                 return close_gracefully(stream, shared);
             }
         }
-        if !read_more(&mut stream, &mut buf, shared)? {
+        if !read_more(&mut stream, &mut buf, &shared.stop)? {
             return Ok(());
         }
     }
 }
 
-/// Read once into `buf`; false at EOF or when the server stops.
-fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> io::Result<bool> {
+/// Read once into `buf`; false at EOF or once `stop` is set (the stream has a read
+/// timeout, so the flag is polled).
+pub fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -> io::Result<bool> {
     let mut chunk = [0u8; 16 * 1024];
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             return Ok(false);
         }
         match stream.read(&mut chunk) {
@@ -497,9 +498,10 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, shared: &Shared) -> io::
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
@@ -512,7 +514,7 @@ fn close_gracefully(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut sink = Vec::new();
-    while Instant::now() < deadline && read_more(&mut stream, &mut sink, shared)? {
+    while Instant::now() < deadline && read_more(&mut stream, &mut sink, &shared.stop)? {
         sink.clear();
     }
     Ok(())
