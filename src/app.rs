@@ -45,8 +45,18 @@ pub fn scenario(name: Option<&str>, rest: &[String]) -> ExitCode {
             format!("unknown scenario {name:?}; `blast scenario list` shows them"),
         );
     };
+    run_preset(preset.args.iter().copied(), rest, name)
+}
+
+/// Parse a preset's options followed by the user's (later options win: clap's
+/// `args_override_self`) and run the load test under the preset's name.
+fn run_preset<'a>(
+    preset: impl Iterator<Item = &'a str>,
+    rest: &'a [String],
+    name: &str,
+) -> ExitCode {
     let argv = std::iter::once("blast")
-        .chain(preset.args.iter().copied())
+        .chain(preset)
         .chain(rest.iter().map(String::as_str));
     match Cli::try_parse_from(argv) {
         Ok(cli) => load_test(&cli.run, Some(name)),
@@ -194,14 +204,11 @@ pub fn demo(rest: &[String]) -> ExitCode {
         humantime::format_duration(DEMO_TTFT),
         humantime::format_duration(DEMO_TOKEN_DELAY)
     );
-    let argv = std::iter::once("blast")
-        .chain(DEMO_ARGS.iter().copied())
-        .chain(std::iter::once(url.as_str()))
-        .chain(rest.iter().map(String::as_str));
-    let code = match Cli::try_parse_from(argv) {
-        Ok(cli) => load_test(&cli.run, Some("demo")),
-        Err(e) => e.exit(),
-    };
+    let preset = DEMO_ARGS
+        .iter()
+        .copied()
+        .chain(std::iter::once(url.as_str()));
+    let code = run_preset(preset, rest, "demo");
     if let Err(e) = server.stop() {
         eprintln!("blast: stopping the mock: {e}");
     }

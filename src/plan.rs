@@ -387,6 +387,19 @@ impl Plan {
                 (rendered, Some(plan), Some(config))
             }
         };
+        for path in [
+            args.json
+                .as_deref()
+                .filter(|p| *p != "-")
+                .map(std::path::Path::new),
+            args.timeline.as_deref(),
+            args.log.as_deref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            check_writable_dir(path)?;
+        }
         let output = Output {
             quiet: args.quiet,
             json_stdout: args.json.as_deref() == Some("-"),
@@ -465,6 +478,29 @@ impl Plan {
         self.max_in_flight
             .map(|n| shard_share(n, shard, self.cpus.len()))
     }
+}
+
+/// An output file must be creatable: its directory has to exist (checked before the run,
+/// so that a typo does not cost the whole run).
+fn check_writable_dir(path: &std::path::Path) -> Result<(), PlanError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        return err(format!(
+            "cannot write {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    if path.is_dir() {
+        return err(format!(
+            "cannot write {}: it is a directory",
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// The first LLM option given without `--api`, which would otherwise be silently ignored.

@@ -539,6 +539,11 @@ fn bad_input_is_rejected_with_one_line() {
         (&[url, "--header", "NoColon", "--requests", "1"], "NoColon"),
         (&[url, "--requests", "0"], "--requests"),
         (&[url, "--conns", "10000000", "--requests", "1"], "--conns"),
+        (
+            &[url, "--json", "/nonexistent/r.json", "--requests", "1"],
+            "/nonexistent",
+        ),
+        (&[url, "--timeline", "/tmp", "--requests", "1"], "directory"),
     ];
     let clap_level: &[&[&str]] = &[
         &[],
