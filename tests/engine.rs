@@ -571,3 +571,91 @@ fn bad_input_is_rejected_with_one_line() {
         .collect();
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
+
+// ---------------------------------------------------------------------------------------
+// Pipelining
+// ---------------------------------------------------------------------------------------
+
+/// Up to 8 requests in flight per connection, written back to back: every one answered,
+/// counted once, on exactly the connections asked for.
+#[test]
+fn pipelined_requests_are_exact() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/");
+    let (out, doc) = blast_json(&[
+        &url,
+        "--conns",
+        "3",
+        "--pipeline",
+        "8",
+        "--requests",
+        "1001",
+    ]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 1001);
+    let seen = server.counts();
+    assert_eq!(seen.requests, 1001, "requests the server received");
+    assert_eq!(seen.accepted, num(&doc, "connections.opened"));
+    assert_eq!(num(&doc, "connections.opened"), 3);
+}
+
+/// A server that says `Connection: close` in the middle of a pipeline does not answer the
+/// requests behind it: blast sends those again on a new connection, so each is served once.
+#[test]
+fn pipelined_requests_behind_a_close_are_sent_again() {
+    let server = TestServer::start(Behaviour::keep_alive().close_every(5));
+    let url = server.url("/");
+    let (out, doc) = blast_json(&[&url, "--conns", "2", "--pipeline", "4", "--requests", "203"]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 203);
+    assert_eq!(
+        server.counts().requests,
+        203,
+        "requests the server answered"
+    );
+    assert!(num(&doc, "connections.reconnects") > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// blast compare
+// ---------------------------------------------------------------------------------------
+
+/// A minimal result document with the given rate and p99.
+fn result_file(rps: f64, p99: u64) -> TempFile {
+    let doc = serde_json::json!({
+        "rps": rps,
+        "requests": {"sent": 1000, "completed": 1000, "ok": 1000, "failed": 0},
+        "latency_us": {"p50": 100, "p99": p99},
+    });
+    TempFile::with_contents("compare.json", doc.to_string().as_bytes())
+}
+
+#[test]
+fn compare_exits_1_only_when_a_threshold_is_crossed() {
+    let (base, worse) = (result_file(1000.0, 500), result_file(900.0, 600));
+    let (a, b) = (base.path_str(), worse.path_str());
+    let out = blast(&["compare", a, b]);
+    assert_exit(&out, 0);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("req/s") && table.contains("(0.90x)"),
+        "{table}"
+    );
+
+    assert_exit(&blast(&["compare", a, b, "--fail-if", "p99>+10%"]), 1);
+    assert_exit(&blast(&["compare", a, b, "--fail-if", "rps<-5%"]), 1);
+    assert_exit(
+        &blast(&[
+            "compare",
+            a,
+            b,
+            "--fail-if",
+            "p99>+25%",
+            "--fail-if",
+            "rps<-20%",
+        ]),
+        0,
+    );
+    assert_exit(&blast(&["compare", a, b, "--fail-if", "speed>1%"]), 2);
+    assert_exit(&blast(&["compare", a, "/nonexistent.json"]), 2);
+}
