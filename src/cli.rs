@@ -208,8 +208,9 @@ pub struct RunArgs {
     pub chaos_max_hold: String,
 
     /// Speak an LLM API: build its request bodies and decode its streams (TTFT, ITL, tokens).
-    #[arg(long, value_enum, default_value = "none", help_heading = "LLM")]
-    pub api: ApiArg,
+    /// An explicit `none` turns the LLM options off (e.g. to run a scenario as plain HTTP).
+    #[arg(long, value_enum, help_heading = "LLM")]
+    pub api: Option<ApiArg>,
 
     /// Model name in the request body [default: llama3.2].
     #[arg(long, help_heading = "LLM")]

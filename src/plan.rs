@@ -335,16 +335,18 @@ impl Plan {
             (None, None) => Vec::new(),
         };
         let api = match args.api {
-            ApiArg::None => None,
-            ApiArg::OllamaGenerate => Some(Api::OllamaGenerate),
-            ApiArg::OllamaChat => Some(Api::OllamaChat),
-            ApiArg::OpenaiChat => Some(Api::OpenaiChat),
-            ApiArg::OpenaiCompletions => Some(Api::OpenaiCompletions),
+            None | Some(ApiArg::None) => None,
+            Some(ApiArg::OllamaGenerate) => Some(Api::OllamaGenerate),
+            Some(ApiArg::OllamaChat) => Some(Api::OllamaChat),
+            Some(ApiArg::OpenaiChat) => Some(Api::OpenaiChat),
+            Some(ApiArg::OpenaiCompletions) => Some(Api::OpenaiCompletions),
         };
         if api.is_some() && !body.is_empty() {
             return err("--body/--body-file and --api both set the body: use one of them");
         }
-        if api.is_none() {
+        // Without --api the LLM options would be silently ignored: refuse them. An explicit
+        // `--api none` says "plain HTTP" on purpose (a scenario's prompts are then unused).
+        if args.api.is_none() {
             if let Some(flag) = llm_only_flag(args) {
                 return err(format!(
                     "{flag} only applies to an LLM API: add --api (e.g. --api ollama-generate)"

@@ -1,5 +1,7 @@
 //! Named scenarios: the presets of the users' former load-test menu, as blast options.
-//! Options given after the scenario's name override the preset's.
+//! Like that menu they speak Ollama's /api/generate with its prompt mixes; options given
+//! after the scenario's name override the preset's (`--api openai-chat`, or `--api none`
+//! for plain HTTP).
 
 pub struct Scenario {
     pub name: &'static str,
@@ -11,12 +13,25 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "queue-stress",
         about: "many connections at a modest rate, to fill the server's queue (500 requests)",
-        args: &["--conns", "100", "--rate", "25", "--requests", "500"],
+        args: &[
+            "--api",
+            "ollama-generate",
+            "--prompts",
+            "short,medium",
+            "--conns",
+            "100",
+            "--rate",
+            "25",
+            "--requests",
+            "500",
+        ],
     },
     Scenario {
         name: "burst",
         about: "50 requests at once every 10 s, for 1 minute",
         args: &[
+            "--api",
+            "ollama-generate",
             "--conns",
             "100",
             "--pattern",
@@ -33,6 +48,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "ramp",
         about: "from 0 to 30 req/s over 5 minutes",
         args: &[
+            "--api",
+            "ollama-generate",
             "--conns",
             "100",
             "--pattern",
@@ -47,6 +64,8 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "spike",
         about: "10 req/s with a 5 s spike to 50 req/s every 30 s, for 2 minutes",
         args: &[
+            "--api",
+            "ollama-generate",
             "--conns",
             "100",
             "--pattern",
@@ -67,6 +86,10 @@ pub const SCENARIOS: &[Scenario] = &[
         name: "chaos",
         about: "random rates up to 20 req/s held 1-10 s each (seeded), for 2 minutes",
         args: &[
+            "--api",
+            "ollama-generate",
+            "--prompts",
+            "short,medium,long",
             "--conns",
             "90",
             "--pattern",
@@ -80,7 +103,18 @@ pub const SCENARIOS: &[Scenario] = &[
     Scenario {
         name: "quick",
         about: "2 minutes at 40 req/s over 60 connections",
-        args: &["--conns", "60", "--rate", "40", "--duration", "2m"],
+        args: &[
+            "--api",
+            "ollama-generate",
+            "--prompts",
+            "short",
+            "--conns",
+            "60",
+            "--rate",
+            "40",
+            "--duration",
+            "2m",
+        ],
     },
 ];
 

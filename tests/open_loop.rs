@@ -809,7 +809,8 @@ fn scenario_list_names_every_scenario() {
     }
 }
 
-/// Options after the URL override the preset's (`quick` is 2 minutes at 40 req/s).
+/// Options after the URL override the preset's (`quick` is 2 minutes at 40 req/s of
+/// Ollama generate requests; `--api none` makes it plain HTTP for this server).
 #[test]
 fn scenario_runs_with_overrides() {
     let server = TestServer::start(Behaviour::keep_alive());
@@ -821,6 +822,8 @@ fn scenario_runs_with_overrides() {
         "1s",
         "--rate",
         "50",
+        "--api",
+        "none",
     ]);
     assert_exit(&out, 0);
     assert_all_ok(&doc, 50);
