@@ -200,7 +200,8 @@ pub fn demo(rest: &[String]) -> ExitCode {
     };
     let url = format!("http://{}/api/generate", server.local_addr());
     eprintln!(
-        "blast demo: a mock Ollama on {url} (32 tokens per answer, first after {}, then one every {})",
+        "blast demo: a mock Ollama on {url} (32 tokens per answer, first after {}, then one every {}); \
+         it runs in this process, so the client-cost line below includes it",
         humantime::format_duration(DEMO_TTFT),
         humantime::format_duration(DEMO_TOKEN_DELAY)
     );
