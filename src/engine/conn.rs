@@ -126,6 +126,15 @@ impl Conn {
         self.read().await
     }
 
+    /// Read the clock. Every event a connection records is timed by a reading taken here,
+    /// and taking one first closes the intervals that ended before it, so an event never
+    /// lands in an interval that was already over (the ticker may run later than it).
+    fn clock(&self) -> Instant {
+        let now = Instant::now();
+        self.shard.roll(now);
+        now
+    }
+
     fn watch(&self) -> &super::shard::Watch {
         &self.shard.watches[self.idx]
     }
@@ -136,13 +145,13 @@ impl Conn {
     async fn fill_window(&mut self, depth: usize) {
         while self.window.len() < depth {
             // One clock read per request here, and again only after an actual wait.
-            let mut now = Instant::now();
+            let mut now = self.clock();
             let Some(ticket) = self.shard.take_ticket(now, !self.window.is_empty()) else {
                 return;
             };
             if let Some(at) = ticket.intended.filter(|at| *at > now) {
                 self.sleep_until(at).await;
-                now = Instant::now();
+                now = self.clock();
             }
             if self.shard.stopping.get() {
                 return;
@@ -154,13 +163,12 @@ impl Conn {
                 if !self.shard.admit().await {
                     return;
                 }
-                now = Instant::now();
+                now = self.clock();
                 if self.too_late(ticket, now) {
                     self.shard.release(1);
                     continue;
                 }
             }
-            self.shard.roll(now);
             self.shard.counters.borrow_mut().sent += 1;
             self.window.push_back(InFlight {
                 ticket,
@@ -182,7 +190,6 @@ impl Conn {
         match ticket.intended {
             Some(at) if now.saturating_duration_since(at) <= LATE_GRACE => false,
             Some(_) => {
-                self.shard.roll(now);
                 self.shard.counters.borrow_mut().missed += 1;
                 true
             }
@@ -221,7 +228,7 @@ impl Conn {
     /// Write every request of the window that is not on the wire yet, in one write.
     async fn write(&mut self) -> Result<(), Broken> {
         self.wbuf.clear();
-        let now = Instant::now();
+        let now = self.clock();
         {
             let mut hists = self.shard.hists.borrow_mut();
             for f in self.window.iter_mut().filter(|f| !f.written) {
@@ -295,7 +302,7 @@ impl Conn {
                     }
                     // One clock read per read: every response and token event it completes
                     // is timed by it.
-                    self.read_at = Instant::now();
+                    self.read_at = self.clock();
                     self.end += n;
                     self.shard.counters.borrow_mut().bytes_read += n as u64;
                 }
@@ -312,7 +319,6 @@ impl Conn {
             .pop_front()
             .expect("a response answers a request in flight");
         let now = self.read_at;
-        self.shard.roll(now);
         self.shard.release(1);
         {
             let mut counters = self.shard.counters.borrow_mut();
@@ -350,7 +356,7 @@ impl Conn {
         if let Some(why) = self.watch().fired.get() {
             return aborted(why);
         }
-        self.read_at = Instant::now();
+        self.read_at = self.clock();
         match self.parser.on_eof(&mut ()) {
             Ok(Some(head)) => {
                 self.complete(head);
@@ -377,11 +383,12 @@ impl Conn {
     }
 
     async fn handle(&mut self, broken: Broken) {
+        // The failure is counted now: in the interval it happened in.
+        self.clock();
         self.close();
         match broken {
             Broken::Resend => {}
             Broken::CutOff => {
-                self.shard.roll(Instant::now());
                 let n = self.window.len() as u64;
                 self.shard.counters.borrow_mut().cut_off += n;
                 self.shard.release(n);
@@ -390,7 +397,6 @@ impl Conn {
             Broken::Fail(kind) => {
                 let n = self.window.len() as u64;
                 self.window.clear();
-                self.shard.roll(Instant::now());
                 self.shard.counters.borrow_mut().record_error(kind, n);
                 self.shard.release(n);
                 if kind == ErrorKind::Connect {

@@ -153,8 +153,9 @@ impl Shard {
     }
 
     /// Send the snapshot of every interval that ended at or before `now`. The ticker calls
-    /// this, and so do connections before they count an event, so that an event at or after
-    /// a boundary lands in the next interval even when its task runs before the ticker's.
+    /// this, and so does every clock reading of a connection (`Conn::clock`), so that an
+    /// event at or after a boundary lands in the next interval even when its task runs
+    /// before the ticker's.
     #[inline]
     pub fn roll(&self, now: Instant) {
         while now >= self.next_snapshot.get() {
