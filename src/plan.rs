@@ -12,7 +12,7 @@ use crate::http::request::{self, RequestSpec};
 use crate::limits;
 use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
 use crate::schedule::{self, shard_share, Arrivals, Pattern, RateSpec};
-use crate::stats::Metric;
+use crate::stats::{Metric, MetricGroup};
 
 /// A user error: printed as one line, exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -465,14 +465,14 @@ impl Plan {
 
     /// The distributions this run records.
     pub fn metrics(&self) -> Vec<Metric> {
-        let mut m = vec![Metric::Latency];
-        if self.rate.is_some() {
-            m.extend(Metric::OPEN_LOOP);
-        }
-        if self.llm.is_some() {
-            m.extend(Metric::LLM);
-        }
-        m
+        Metric::ALL
+            .into_iter()
+            .filter(|m| match m.group() {
+                MetricGroup::Every => true,
+                MetricGroup::OpenLoop => self.rate.is_some(),
+                MetricGroup::Llm => self.llm.is_some(),
+            })
+            .collect()
     }
 
     /// Shard `i`'s part of `--max-in-flight`.

@@ -107,17 +107,15 @@ impl Metric {
         Metric::ServerEval,
         Metric::ServerQueue,
     ];
-    pub const OPEN_LOOP: [Metric; 2] = [Metric::LatencyUncorrected, Metric::SendLag];
-    pub const LLM: [Metric; 8] = [
-        Metric::Ttfb,
-        Metric::Ttft,
-        Metric::Itl,
-        Metric::Tpot,
-        Metric::ServerLoad,
-        Metric::ServerPromptEval,
-        Metric::ServerEval,
-        Metric::ServerQueue,
-    ];
+    /// Which runs keep this distribution.
+    pub fn group(self) -> MetricGroup {
+        match self {
+            Metric::Latency => MetricGroup::Every,
+            Metric::LatencyUncorrected | Metric::SendLag => MetricGroup::OpenLoop,
+            _ => MetricGroup::Llm,
+        }
+    }
+
     /// The key in the result document.
     pub fn key(self) -> &'static str {
         match self {
@@ -134,6 +132,14 @@ impl Metric {
             Metric::ServerQueue => "server_queue_us",
         }
     }
+}
+
+/// Runs that keep a distribution: every run, open-loop runs, runs of an LLM API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MetricGroup {
+    Every,
+    OpenLoop,
+    Llm,
 }
 
 /// One histogram per enabled metric.

@@ -225,41 +225,44 @@ mod tests {
         })
     }
 
-    fn all_metrics() -> Hists {
-        let mut m = vec![Metric::Latency];
-        m.extend(Metric::LLM);
-        Hists::new(&m)
+    /// One response through the tracker: its head at `head_ms`, then each body piece at its
+    /// time (ms after the request's base), completed at the last piece's time.
+    fn respond(
+        t: &mut LlmTracker,
+        (c, h): (&mut Counters, &mut Hists),
+        status: u16,
+        head_ms: u64,
+        pieces: &[(u64, &[u8])],
+    ) -> Result<(), ErrorKind> {
+        let base = Instant::now();
+        let head = ResponseHead {
+            status,
+            keep_alive: true,
+        };
+        t.head(&head, base, base + MS(head_ms), h);
+        for (ms, data) in pieces {
+            t.body(data, base + MS(*ms), h);
+        }
+        let end = pieces.last().map_or(head_ms, |(ms, _)| *ms);
+        t.finish(base + MS(end), c, h)
     }
 
     #[test]
     fn ollama_stream_yields_timings_tokens_and_goodput() {
         let mut t = tracker();
-        let (mut c, mut h) = (Counters::default(), all_metrics());
-        let t0 = Instant::now();
-        t.head(
-            &ResponseHead {
-                status: 200,
-                keep_alive: true,
-            },
-            t0,
-            t0 + MS(5),
-            &mut h,
-        );
-        t.body(
-            b"{\"response\":\"a\",\"done\":false}\n",
-            t0 + MS(20),
-            &mut h,
-        );
-        t.body(
-            b"{\"response\":\"b\",\"done\":false}\n{\"response\":\"c\",\"done\":false}\n",
-            t0 + MS(30),
-            &mut h,
-        );
+        let (mut c, mut h) = (Counters::default(), Hists::new(&Metric::ALL));
         let fin = b"{\"response\":\"\",\"done\":true,\"done_reason\":\"length\",\"eval_count\":3,\
             \"total_duration\":100000000,\"load_duration\":10000000,\"prompt_eval_duration\":20000000,\
             \"eval_duration\":30000000}\n";
-        t.body(fin, t0 + MS(40), &mut h);
-        assert_eq!(t.finish(t0 + MS(40), &mut c, &mut h), Ok(()));
+        let pieces: &[(u64, &[u8])] = &[
+            (20, b"{\"response\":\"a\",\"done\":false}\n"),
+            (
+                30,
+                b"{\"response\":\"b\",\"done\":false}\n{\"response\":\"c\",\"done\":false}\n",
+            ),
+            (40, fin),
+        ];
+        assert_eq!(respond(&mut t, (&mut c, &mut h), 200, 5, pieces), Ok(()));
         assert_eq!(
             (c.tokens, c.tokens_by_server, c.done_reasons[1], c.good),
             (3, 1, 1, 1)
@@ -282,42 +285,15 @@ mod tests {
 
     #[test]
     fn truncated_and_error_streams_fail_and_non_2xx_is_not_decoded() {
-        let (mut c, mut h) = (Counters::default(), all_metrics());
-        let t0 = Instant::now();
+        let (mut c, mut h) = (Counters::default(), Hists::new(&Metric::ALL));
         let mut t = tracker();
-        t.head(
-            &ResponseHead {
-                status: 200,
-                keep_alive: true,
-            },
-            t0,
-            t0,
-            &mut h,
-        );
-        t.body(b"{\"response\":\"a\",\"done\":false}\n", t0, &mut h);
-        assert_eq!(t.finish(t0, &mut c, &mut h), Err(ErrorKind::Truncated));
-        t.head(
-            &ResponseHead {
-                status: 200,
-                keep_alive: true,
-            },
-            t0,
-            t0,
-            &mut h,
-        );
-        t.body(b"{\"error\":\"boom\"}\n", t0, &mut h);
-        assert_eq!(t.finish(t0, &mut c, &mut h), Err(ErrorKind::Stream));
-        t.head(
-            &ResponseHead {
-                status: 503,
-                keep_alive: true,
-            },
-            t0,
-            t0,
-            &mut h,
-        );
-        t.body(b"{\"error\":\"server busy\"}", t0, &mut h);
-        assert_eq!(t.finish(t0, &mut c, &mut h), Ok(()));
+        let truncated: &[(u64, &[u8])] = &[(0, b"{\"response\":\"a\",\"done\":false}\n")];
+        let in_stream_error: &[(u64, &[u8])] = &[(0, b"{\"error\":\"boom\"}\n")];
+        let busy: &[(u64, &[u8])] = &[(0, b"{\"error\":\"server busy\"}")];
+        let mut run = |status, pieces| respond(&mut t, (&mut c, &mut h), status, 0, pieces);
+        assert_eq!(run(200, truncated), Err(ErrorKind::Truncated));
+        assert_eq!(run(200, in_stream_error), Err(ErrorKind::Stream));
+        assert_eq!(run(503, busy), Ok(()));
         assert_eq!(c.tokens, 0);
     }
 }

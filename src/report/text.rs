@@ -4,10 +4,12 @@ use std::io::{self, Write};
 
 use super::Report;
 use crate::aggregate::TimelineRow;
-use crate::stats::{Metric, Summary};
+use crate::stats::{Metric, MetricGroup, Summary};
 
 fn is_llm(key: &str) -> bool {
-    Metric::LLM.iter().any(|m| m.key() == key)
+    Metric::ALL
+        .iter()
+        .any(|m| m.group() == MetricGroup::Llm && m.key() == key)
 }
 
 /// Microseconds in the unit a person reads best.
@@ -42,6 +44,14 @@ fn percent(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 * 100.0 / whole as f64
     }
+}
+
+fn write_table_header(w: &mut impl Write) -> io::Result<()> {
+    writeln!(
+        w,
+        "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
+    )
 }
 
 fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
@@ -96,11 +106,7 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         fmt_bytes(r.transfer.bytes_written as f64)
     )?;
     writeln!(w)?;
-    writeln!(
-        w,
-        "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
-    )?;
+    write_table_header(w)?;
     write_distribution(w, "latency", &r.latency_us)?;
     for (key, s) in r.distributions.iter().filter(|(k, _)| !is_llm(k)) {
         write_distribution(w, key.trim_end_matches("_us"), s)?;
@@ -236,11 +242,7 @@ fn write_llm(w: &mut impl Write, r: &Report) -> io::Result<()> {
             g.ratio * 100.0
         )?;
     }
-    writeln!(
-        w,
-        "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
-        "", "min", "mean", "p50", "p90", "p99", "p99.9", "max"
-    )?;
+    write_table_header(w)?;
     for (key, s) in r
         .distributions
         .iter()
