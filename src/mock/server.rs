@@ -477,6 +477,23 @@ impl Conn {
         }
     }
 
+    /// Answer a request that cannot be read with `status` and a JSON error, then close:
+    /// what follows it on the connection cannot be framed.
+    fn reject(&mut self, core: &Core, route: Route, status: u16, what: &str) -> Next {
+        let msg = json_error(&format!("{what} ({status})"));
+        push_response(
+            &mut self.out,
+            status,
+            JSON,
+            &msg,
+            ConnMode::Close,
+            "",
+            false,
+        );
+        count(core, route, status);
+        Next::Close
+    }
+
     /// Parses one request from the buffer and answers it if that needs no waiting.
     fn step(&mut self, core: &Core) -> Next {
         let data = &self.buf[self.start..self.end];
@@ -486,18 +503,7 @@ impl Conn {
                 return Next::Read;
             }
             HeadResult::Invalid(status) => {
-                let msg = json_error(&format!("bad request ({status})"));
-                push_response(
-                    &mut self.out,
-                    status,
-                    JSON,
-                    &msg,
-                    ConnMode::Close,
-                    "",
-                    false,
-                );
-                count(core, Route::Other, status);
-                return Next::Close;
+                return self.reject(core, Route::Other, status, "bad request");
             }
             HeadResult::Complete(h) => h,
         };
@@ -510,18 +516,7 @@ impl Conn {
                     (&self.body, n)
                 }
                 Chunked::Invalid(status) => {
-                    let msg = json_error(&format!("bad chunked body ({status})"));
-                    push_response(
-                        &mut self.out,
-                        status,
-                        JSON,
-                        &msg,
-                        ConnMode::Close,
-                        "",
-                        false,
-                    );
-                    count(core, head.route, status);
-                    return Next::Close;
+                    return self.reject(core, head.route, status, "bad chunked body");
                 }
                 Chunked::Partial => {
                     self.want = 0;
