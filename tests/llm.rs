@@ -395,13 +395,10 @@ const POLL: Duration = Duration::from_millis(20);
 
 impl FakeLlm {
     fn start(answer: Answer) -> FakeLlm {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind fake LLM server");
-        listener.set_nonblocking(true).expect("non-blocking");
-        let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(FakeShared::default());
-        let acceptor = {
+        let (addr, acceptor) = {
             let shared = shared.clone();
-            thread::spawn(move || accept_loop(listener, answer, shared))
+            common::spawn_acceptor(move |listener| accept_loop(listener, answer, shared))
         };
         FakeLlm {
             addr,

@@ -454,27 +454,24 @@ impl Conn {
                     }
                 }
                 Next::Continue => glommio::yield_if_needed().await,
-                Next::Close => {
-                    self.flush().await?;
-                    return self
-                        .stream
-                        .shutdown(Shutdown::Write)
-                        .await
-                        .map_err(Into::into);
-                }
+                Next::Close => return self.flush_and_close().await,
                 Next::Generate(spec, mode, http10) => {
                     if self.generate(core, spec, mode, http10).await? {
-                        self.flush().await?;
-                        return self
-                            .stream
-                            .shutdown(Shutdown::Write)
-                            .await
-                            .map_err(Into::into);
+                        return self.flush_and_close().await;
                     }
                     glommio::yield_if_needed().await;
                 }
             }
         }
+    }
+
+    /// Send what is buffered, then the FIN (the client reads to the end).
+    async fn flush_and_close(&mut self) -> io::Result<()> {
+        self.flush().await?;
+        self.stream
+            .shutdown(Shutdown::Write)
+            .await
+            .map_err(Into::into)
     }
 
     /// Answer a request that cannot be read with `status` and a JSON error, then close:

@@ -347,17 +347,25 @@ pub struct TestServer {
     acceptor: Option<JoinHandle<()>>,
 }
 
+/// Bind a non-blocking listener on 127.0.0.1:0 and run `accept` on it in a thread (the
+/// accept loop polls, so that it can notice its server's stop flag).
+pub fn spawn_acceptor(
+    accept: impl FnOnce(TcpListener) + Send + 'static,
+) -> (SocketAddr, JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback test server");
+    listener
+        .set_nonblocking(true)
+        .expect("non-blocking listener");
+    let addr = listener.local_addr().expect("local addr");
+    (addr, thread::spawn(move || accept(listener)))
+}
+
 impl TestServer {
     pub fn start(behaviour: Behaviour) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test server");
-        listener
-            .set_nonblocking(true)
-            .expect("non-blocking listener");
-        let addr = listener.local_addr().expect("local addr");
         let shared = Arc::new(Shared::default());
-        let acceptor = {
+        let (addr, acceptor) = {
             let shared = shared.clone();
-            thread::spawn(move || accept_loop(listener, behaviour, shared))
+            spawn_acceptor(move |listener| accept_loop(listener, behaviour, shared))
         };
         TestServer {
             addr,
