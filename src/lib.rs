@@ -52,8 +52,7 @@ pub fn run(
             // Every shard holds a sender until it ends: all are gone.
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        let silent = (0..shards).filter(|&s| !agg.done(s) && heard[s].elapsed() > silent_for);
-        if silent.count() > 0 {
+        if (0..shards).any(|s| !agg.done(s) && heard[s].elapsed() > silent_for) {
             run.kick();
             heard.fill(Instant::now());
         }

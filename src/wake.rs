@@ -27,12 +27,6 @@ pub fn install() {
     });
 }
 
-/// The calling thread's kernel id.
-pub fn thread_id() -> libc::pid_t {
-    // SAFETY: gettid has no preconditions.
-    unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
-}
-
 /// Wake thread `tid` of this process if it is asleep. A thread that has already exited is
 /// not an error (tgkill reports ESRCH), and a recycled id can only name another thread of
 /// this process, for which the kick is harmless.
@@ -67,6 +61,12 @@ pub fn kick_threads(prefix: &str) {
 mod tests {
     use super::*;
     use std::time::{Duration, Instant};
+
+    /// The calling thread's kernel id.
+    pub fn thread_id() -> libc::pid_t {
+        // SAFETY: gettid has no preconditions.
+        unsafe { libc::syscall(libc::SYS_gettid) as libc::pid_t }
+    }
 
     /// A thread named `name` in a 10 s raw nanosleep (std's sleep would resume after a
     /// signal); returns its id once it sleeps, and how long it slept when joined.
