@@ -129,6 +129,11 @@ impl Shard {
         Some(Ticket { template, intended })
     }
 
+    /// No schedule: requests go out as fast as responses come back.
+    pub fn is_closed_loop(&self) -> bool {
+        self.schedule.is_none()
+    }
+
     pub fn has_cap(&self) -> bool {
         self.cap.is_some()
     }
