@@ -11,11 +11,10 @@ use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use glommio::timer::Timer;
 
 use super::llm::{BodyTap, LlmTracker};
+use super::poller::Stream;
 use super::shard::{Abort, Shard, Ticket};
 use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
 use crate::stats::{ErrorKind, Metric};
@@ -48,7 +47,7 @@ struct InFlight {
 struct Conn {
     shard: Rc<Shard>,
     idx: usize,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     /// Responses received on the current connection (a stale keep-alive connection is
     /// only recognisable as such once it has served one).
     served: u64,
@@ -208,10 +207,13 @@ impl Conn {
         let first = self.shard.preferred_addr.get();
         for k in 0..addrs.len() {
             let i = (first + k) % addrs.len();
-            if let Ok(stream) =
-                TcpStream::connect_timeout(addrs[i], self.shard.setup.connect_timeout).await
-            {
-                let _ = stream.set_nodelay(true);
+            let connected = Stream::connect(
+                &self.shard.poller,
+                addrs[i],
+                self.shard.setup.connect_timeout,
+            )
+            .await;
+            if let Ok(stream) = connected {
                 self.shard.preferred_addr.set(i);
                 let mut counters = self.shard.counters.borrow_mut();
                 counters.conns_opened += 1;

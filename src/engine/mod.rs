@@ -4,6 +4,7 @@
 
 mod conn;
 mod llm;
+mod poller;
 mod shard;
 
 use std::net::SocketAddr;
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
 
+use self::poller::Poller;
 use crate::plan::{LlmPlan, Plan};
 use crate::schedule::RateSpec;
 use crate::stats::{Metric, Snapshot};
@@ -101,7 +103,7 @@ impl Run {
                 max_in_flight: plan.max_in_flight_of(id),
                 llm: plan.llm,
             };
-            let (ready_tx, ready_rx) = crossbeam_channel::bounded::<()>(1);
+            let (ready_tx, ready_rx) = crossbeam_channel::bounded::<Result<(), String>>(1);
             readies.push(ready_rx);
             let go_rx = go_rx.clone();
             let tx: Sender<Snapshot> = snap_tx.clone();
@@ -109,12 +111,19 @@ impl Run {
                 .name(SHARD_THREAD)
                 .io_memory(IO_MEMORY)
                 .spawn(move || async move {
-                    if ready_tx.send(()).is_err() {
+                    let poller = match Poller::new() {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(format!("cannot create its epoll set: {e}")));
+                            return;
+                        }
+                    };
+                    if ready_tx.send(Ok(())).is_err() {
                         return;
                     }
                     // Blocking here is fine: no I/O of this executor has started yet.
                     if let Ok(Some(start)) = go_rx.recv() {
-                        shard::run(setup, start, tx).await;
+                        shard::run(setup, poller, start, tx).await;
                     }
                 });
             match spawned {
@@ -127,19 +136,27 @@ impl Run {
         }
         drop(snap_tx);
         for (i, ready) in readies.iter().enumerate() {
-            if !wait_kicking(ready) {
+            let err = match wait_kicking(ready) {
+                Some(Ok(())) => continue,
+                // The shard could not set itself up.
+                Some(Err(msg)) => EngineError::Shard {
+                    cpu: handles[i].0,
+                    msg,
+                },
                 // The executor died before running our future: its join has the reason.
-                let (cpu, failed) = handles.remove(i);
-                let err = match failed.join() {
-                    Err(source) => EngineError::Executor { cpu, source },
-                    Ok(()) => EngineError::Shard {
-                        cpu,
-                        msg: "exited before starting".into(),
-                    },
-                };
-                abort(&go_tx, handles);
-                return Err(err);
-            }
+                None => {
+                    let (cpu, failed) = handles.remove(i);
+                    match failed.join() {
+                        Err(source) => EngineError::Executor { cpu, source },
+                        Ok(()) => EngineError::Shard {
+                            cpu,
+                            msg: "exited before starting".into(),
+                        },
+                    }
+                }
+            };
+            abort(&go_tx, handles);
+            return Err(err);
         }
         let start = Instant::now();
         for _ in 0..handles.len() {
@@ -173,16 +190,16 @@ impl Run {
     }
 }
 
-/// Wait for a shard's "ready", kicking the shards while waiting (see `wake`). False if the
+/// Wait for a shard's "ready", kicking the shards while waiting (see `wake`). None if the
 /// shard died before it could say it.
-fn wait_kicking(ready: &Receiver<()>) -> bool {
+fn wait_kicking<T>(ready: &Receiver<T>) -> Option<T> {
     loop {
         match ready.recv_timeout(Duration::from_millis(200)) {
-            Ok(()) => return true,
+            Ok(said) => return Some(said),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 crate::wake::kick_threads(SHARD_THREAD)
             }
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return false,
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
         }
     }
 }

@@ -10,6 +10,7 @@ use crossbeam_channel::Sender;
 use glommio::sync::Semaphore;
 use glommio::timer::Timer;
 
+use super::poller::{self, Poller};
 use super::{conn, interrupted, ShardSetup};
 use crate::schedule::Schedule;
 use crate::stats::{Counters, Hists, Snapshot};
@@ -61,6 +62,8 @@ pub(crate) struct Ticket {
 /// The shard's state, shared by its connection tasks and its ticker (one thread: `Rc`).
 pub(crate) struct Shard {
     pub setup: ShardSetup,
+    /// Readiness of this shard's sockets.
+    pub poller: Rc<Poller>,
     pub start: Instant,
     /// When to stop sending, for duration runs.
     pub end: Option<Instant>,
@@ -186,8 +189,15 @@ impl Shard {
     }
 }
 
-pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>) {
+pub(crate) async fn run(
+    setup: ShardSetup,
+    poller: Rc<Poller>,
+    start: Instant,
+    tx: Sender<Snapshot>,
+) {
+    glommio::spawn_local(poller::drive(poller.clone())).detach();
     let shard = Rc::new(Shard {
+        poller,
         end: setup.run_for.map(|d| start + d),
         counters: RefCell::new(Counters::default()),
         hists: RefCell::new(Hists::new(&setup.metrics)),
