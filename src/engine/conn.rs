@@ -11,8 +11,6 @@ use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use glommio::timer::Timer;
-
 use super::llm::{BodyTap, LlmTracker};
 use super::poller::Stream;
 use super::shard::{Abort, Shard, Ticket};
@@ -60,7 +58,6 @@ struct Conn {
     parser: ResponseParser,
     window: VecDeque<InFlight>,
     wbuf: Vec<u8>,
-    timer: Timer,
     /// When the latest read returned.
     read_at: Instant,
     llm: Option<LlmTracker>,
@@ -109,7 +106,6 @@ impl Conn {
             parser,
             window: VecDeque::with_capacity(setup.pipeline),
             wbuf: Vec::new(),
-            timer: Timer::new(Duration::ZERO),
             read_at: Instant::now(),
             llm: setup.llm.map(LlmTracker::new),
             shard,
@@ -465,14 +461,13 @@ impl Conn {
     }
 
     /// Sleep until `at`, in naps short enough to notice an interrupted run.
-    async fn sleep_until(&mut self, at: Instant) {
+    async fn sleep_until(&self, at: Instant) {
         loop {
             let now = Instant::now();
             if now >= at || self.shard.stopping.get() {
                 return;
             }
-            self.timer.reset((at - now).min(MAX_NAP));
-            (&mut self.timer).await;
+            self.shard.poller.sleep_until(at.min(now + MAX_NAP)).await;
         }
     }
 }

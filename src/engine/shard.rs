@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
 use glommio::sync::Semaphore;
-use glommio::timer::Timer;
 
 use super::poller::{self, Poller};
 use super::{conn, interrupted, ShardSetup};
@@ -219,10 +218,11 @@ pub(crate) async fn run(
         setup,
     });
     let done = Rc::new(Cell::new(false));
-    glommio::spawn_local(ticker(shard.clone(), done.clone())).detach();
+    let poller = &shard.poller;
+    glommio::spawn_local(poller.clone().tracked(ticker(shard.clone(), done.clone()))).detach();
 
     let tasks: Vec<_> = (0..shard.setup.conns)
-        .map(|i| glommio::spawn_local(conn::run(shard.clone(), i)).detach())
+        .map(|i| glommio::spawn_local(poller.clone().tracked(conn::run(shard.clone(), i))).detach())
         .collect();
     for t in tasks {
         t.await;
@@ -240,13 +240,11 @@ async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>) {
     // A sweep every 1/20 of the timeout keeps timeouts within 5% without a timer per request.
     let tick = (setup.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
     let mut next_sweep = shard.start + tick;
-    let mut timer = Timer::new(Duration::ZERO);
     loop {
         let wake = next_sweep.min(shard.next_snapshot.get());
         let now = Instant::now();
         if wake > now {
-            timer.reset(wake - now);
-            (&mut timer).await;
+            shard.poller.sleep_until(wake).await;
         }
         if done.get() {
             return;
