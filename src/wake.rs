@@ -57,6 +57,43 @@ pub fn kick_threads(prefix: &str) {
     }
 }
 
+/// A thread that kicks the threads named `prefix` every `every` until dropped: for
+/// executors that glommio parks while they serve (the mock), where a lost wake-up would
+/// otherwise leave requests unread in a socket until the client times out.
+pub struct Kicker {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Kicker {
+    pub fn start(prefix: &'static str, every: std::time::Duration) -> Kicker {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let handle = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(every);
+                    kick_threads(prefix);
+                }
+            })
+        };
+        Kicker {
+            stop,
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Drop for Kicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
