@@ -104,9 +104,13 @@ impl Poller {
         }))
     }
 
+    /// Add a socket that is not connected yet: no readiness until its first event.
     fn register(&self, fd: RawFd) -> io::Result<u32> {
         let id = match self.free.borrow_mut().pop() {
-            Some(id) => id,
+            Some(id) => {
+                self.slots.borrow_mut()[id as usize] = Slot::default();
+                id
+            }
             None => {
                 let mut slots = self.slots.borrow_mut();
                 slots.push(Slot::default());
