@@ -57,9 +57,7 @@ pub fn kick_threads(prefix: &str) {
     }
 }
 
-/// A thread that kicks the threads named `prefix` every `every` until dropped: for
-/// executors that glommio parks while they serve (the mock), where a lost wake-up would
-/// otherwise leave requests unread in a socket until the client times out.
+/// A thread that kicks the threads named `prefix` every `every` until dropped.
 pub struct Kicker {
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
     handle: Option<std::thread::JoinHandle<()>>,

@@ -4,7 +4,7 @@
 
 mod conn;
 mod llm;
-mod poller;
+pub(crate) mod poller;
 mod shard;
 
 use std::net::SocketAddr;

@@ -42,6 +42,10 @@ const IN: u8 = 1;
 const OUT: u8 = 2;
 const HUP: u8 = 4;
 
+/// The longest the poller blocks at once: well within glommio's preemption timer (100 ms),
+/// which keeps running while the thread is blocked here.
+const MAX_BLOCK: Duration = Duration::from_millis(20);
+
 /// Events collected per `epoll_wait`.
 const BATCH: usize = 256;
 
@@ -63,6 +67,8 @@ pub(crate) struct Poller {
     timers: RefCell<Timers>,
     /// Polls of the shard's tracked tasks so far.
     progress: Cell<u64>,
+    /// When the poller task last ran (see `yield_if_needed`).
+    last_turn: Cell<Instant>,
     /// `epoll_pwait2` (Linux 5.11) works; otherwise block with millisecond timeouts.
     fine_timeouts: Cell<bool>,
 }
@@ -100,6 +106,7 @@ impl Poller {
             free: RefCell::new(Vec::new()),
             timers: RefCell::new(Timers::default()),
             progress: Cell::new(0),
+            last_turn: Cell::new(Instant::now()),
             fine_timeouts: Cell::new(true),
         }))
     }
@@ -272,6 +279,14 @@ impl Poller {
         self.timers.borrow().heap.peek().map(|r| r.0 .0)
     }
 
+    /// Yield if the poller has not had a turn for `slice`: for tasks that can run long
+    /// without waiting (a fast stream), so that ready sockets and due timers are seen.
+    pub async fn yield_if_needed(&self, slice: Duration) {
+        if self.last_turn.get().elapsed() >= slice {
+            future::yield_now().await;
+        }
+    }
+
     /// Run `task` as one of the shard's tasks: its polls are what tells the poller that
     /// the shard is busy (see `drive`). Every task of the shard must be tracked.
     pub async fn tracked<F: Future>(self: Rc<Self>, task: F) -> F::Output {
@@ -352,12 +367,14 @@ pub(crate) async fn drive(poller: Rc<Poller>) {
     let mut seen = None;
     loop {
         let now = Instant::now();
+        poller.last_turn.set(now);
         let woke = poller.dispatch(&mut events, Some(Duration::ZERO)) + poller.fire(now);
         if woke == 0 && seen == Some(poller.progress.get()) {
             let timeout = poller
                 .next_due()
-                .map(|at| at.saturating_duration_since(now));
-            poller.dispatch(&mut events, timeout);
+                .map(|at| at.saturating_duration_since(now))
+                .map_or(MAX_BLOCK, |t| t.min(MAX_BLOCK));
+            poller.dispatch(&mut events, Some(timeout));
             poller.fire(Instant::now());
         }
         seen = Some(poller.progress.get());
@@ -416,8 +433,30 @@ impl Stream {
         Ok(stream)
     }
 
+    /// A connection accepted by a `Listener`: a request may already be waiting.
+    fn accepted(poller: &Rc<Poller>, sock: Socket) -> io::Result<Stream> {
+        sock.set_nonblocking(true)?;
+        sock.set_nodelay(true)?;
+        let id = poller.register(sock.as_raw_fd())?;
+        poller.set(id, IN | OUT);
+        Ok(Stream {
+            sock,
+            id,
+            poller: poller.clone(),
+        })
+    }
+
     /// Read what is there, waiting for it if need be. Ok(0) is the end of the stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf, 0).await
+    }
+
+    /// Like `read`, but leaves the bytes in the socket.
+    pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.recv(buf, libc::MSG_PEEK).await
+    }
+
+    async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         loop {
             self.poller.ready(self.id, IN).await;
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
@@ -426,12 +465,12 @@ impl Stream {
                     self.sock.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
                     buf.len(),
-                    libc::MSG_DONTWAIT,
+                    flags | libc::MSG_DONTWAIT,
                 )
             };
             if n >= 0 {
                 let n = n as usize;
-                if n > 0 && n < buf.len() {
+                if n > 0 && n < buf.len() && flags & libc::MSG_PEEK == 0 {
                     // A short read drained the socket: later data brings a new edge.
                     self.poller.clear(self.id, IN);
                 }
@@ -444,6 +483,11 @@ impl Stream {
                 _ => return Err(err),
             }
         }
+    }
+
+    /// shutdown(2): with `Write`, the peer reads to the end after what was sent.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.sock.shutdown(how)
     }
 
     /// Write all of `buf`.
@@ -491,6 +535,48 @@ impl AsRawFd for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         // The socket (a field) is closed right after this.
+        self.poller.release(self.id);
+    }
+}
+
+/// A listening socket whose accepts wait through the poller.
+pub(crate) struct Listener {
+    sock: Socket,
+    id: u32,
+    poller: Rc<Poller>,
+}
+
+impl Listener {
+    /// Take over a bound, listening socket.
+    pub fn new(poller: &Rc<Poller>, fd: OwnedFd) -> io::Result<Listener> {
+        let sock = Socket::from(fd);
+        sock.set_nonblocking(true)?;
+        let id = poller.register(sock.as_raw_fd())?;
+        // Connections may be queued already.
+        poller.set(id, IN);
+        Ok(Listener {
+            sock,
+            id,
+            poller: poller.clone(),
+        })
+    }
+
+    /// The next connection, non-blocking and with TCP_NODELAY.
+    pub async fn accept(&self) -> io::Result<Stream> {
+        loop {
+            self.poller.ready(self.id, IN).await;
+            match self.sock.accept() {
+                Ok((sock, _)) => return Stream::accepted(&self.poller, sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.poller.clear(self.id, IN),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
         self.poller.release(self.id);
     }
 }
@@ -583,6 +669,34 @@ mod tests {
         });
         server.join().unwrap();
         assert_eq!(got, b"pong!");
+    }
+
+    #[test]
+    fn a_listener_accepts_and_peek_leaves_the_bytes() {
+        let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = std_listener.local_addr().unwrap();
+        let poller = Poller::new().unwrap();
+        let listener = Listener::new(&poller, OwnedFd::from(std_listener)).unwrap();
+        let client = std::thread::spawn(move || {
+            let mut c = std::net::TcpStream::connect(addr).unwrap();
+            c.write_all(b"hello").unwrap();
+        });
+        let (peeked, read) = run(&poller, async {
+            let mut s = listener.accept().await.unwrap();
+            let mut one = [0u8; 1];
+            s.peek(&mut one).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 16];
+            loop {
+                match s.read(&mut buf).await.unwrap() {
+                    0 => break (one, got),
+                    n => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        client.join().unwrap();
+        assert_eq!(&peeked, b"h");
+        assert_eq!(read, b"hello");
     }
 
     #[test]

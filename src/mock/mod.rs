@@ -296,15 +296,10 @@ pub struct MockServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
     handles: Vec<ExecutorJoinHandle<()>>,
-    /// Kicks the cores while they serve: under CPU contention a core's glommio could
-    /// otherwise sleep through readable sockets (seen as ~50 requests of a 2-core client
-    /// timing out in 4 of 15 runs against a 2-core mock on 2 CPUs; 0 of 15 with it).
-    kicker: Option<crate::wake::Kicker>,
 }
 
-/// How often the mock's cores are kicked (see `MockServer::kicker`): the longest a lost
-/// wake-up can hold a request.
-const KICK_EVERY: Duration = Duration::from_millis(20);
+/// How often the cores are kicked while stopping (see `crate::wake`).
+const KICK_EVERY: Duration = Duration::from_millis(200);
 
 impl MockServer {
     /// Binds, starts one executor per CPU of `cfg.cpus`, and returns once all accept.
@@ -328,7 +323,6 @@ impl MockServer {
             addr,
             shared: shared.clone(),
             handles: Vec::with_capacity(n),
-            kicker: None,
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         for (idx, (&cpu, fd)) in cfg.cpus.iter().zip(fds).enumerate() {
@@ -341,10 +335,6 @@ impl MockServer {
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(MOCK_THREAD)
                 .io_memory(64 << 10)
-                // yield_if_needed() yields only after this long (default 100 ms): a
-                // zero-delay stream to a fast reader would hold the core that long and
-                // make other streams' token timers late.
-                .preempt_timer(Duration::from_millis(1))
                 .spawn(move || server::core_main(idx, fd, cfg, shared, canned, ready));
             match spawned {
                 Ok(h) => server.handles.push(h),
@@ -373,7 +363,6 @@ impl MockServer {
                 }
             }
         }
-        server.kicker = Some(crate::wake::Kicker::start(MOCK_THREAD, KICK_EVERY));
         Ok(server)
     }
 
@@ -397,12 +386,9 @@ impl MockServer {
 
     fn shutdown(&mut self) -> Result<(), MockError> {
         self.shared.stop.store(true, Ordering::Relaxed);
-        // Joining cannot time out, so the kicker keeps waking the cores until they are all
-        // gone, in case glommio lost the wake-up of the timer that checks the stop flag.
-        let kicker = self
-            .kicker
-            .take()
-            .unwrap_or_else(|| crate::wake::Kicker::start(MOCK_THREAD, KICK_EVERY));
+        // Joining cannot time out, so a kicker wakes the cores until they are all gone, in
+        // case glommio lost a wake-up before a core's poller took over.
+        let kicker = crate::wake::Kicker::start(MOCK_THREAD, KICK_EVERY);
         let result = self.join_all();
         drop(kicker);
         result

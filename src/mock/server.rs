@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,9 +14,6 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::future::or;
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::{TcpListener, TcpStream};
-use glommio::timer::Timer;
 
 use super::api::{parse_gen, Reject};
 use super::http::{
@@ -29,12 +26,16 @@ use super::render::{
 };
 use super::stats::{Admission, CoreStats, Route, Shared, Waiters};
 use super::MockConfig;
+use crate::engine::poller::{self, Listener, Poller, Stream};
 
 /// How often an executor looks at the stop flag, and the longest uninterrupted sleep, so
 /// `stop()` is noticed within this even by a request pacing a long `--ttft`.
 const STOP_POLL: Duration = Duration::from_millis(20);
 /// Grace for connection tasks to unwind after their sockets are shut down.
 const DRAIN_GRACE: Duration = Duration::from_millis(500);
+/// A task that can run without waiting (a fast stream) lets the poller look at sockets and
+/// timers at least this often.
+const SLICE: Duration = Duration::from_millis(1);
 /// Sleeps at least this long also watch for the client going away.
 const PEER_WATCH_MIN: Duration = Duration::from_millis(20);
 /// Cross-core slot hand-off latency bound for `--parallel` (see `Waiters`).
@@ -48,6 +49,8 @@ const FLUSH_AT: usize = 64 << 10;
 
 pub(crate) struct Core {
     idx: usize,
+    /// Readiness of this core's sockets, and its timers (see `engine::poller`).
+    poller: Rc<Poller>,
     cfg: Arc<MockConfig>,
     shared: Arc<Shared>,
     canned: Arc<CannedSet>,
@@ -137,7 +140,7 @@ async fn sleep_until(core: &Core, deadline: Instant) -> io::Result<()> {
         if now >= deadline {
             return Ok(());
         }
-        Timer::new((deadline - now).min(STOP_POLL)).await;
+        core.poller.sleep_until(deadline.min(now + STOP_POLL)).await;
     }
 }
 
@@ -151,11 +154,19 @@ pub(crate) async fn core_main(
     canned: Arc<CannedSet>,
     ready: mpsc::Sender<usize>,
 ) {
-    // SAFETY: `fd` is a bound, listening TCP socket that we own.
-    let listener = unsafe { TcpListener::from_raw_fd(fd.into_raw_fd()) };
+    // Without a poller or a listener the core cannot serve: it returns without saying
+    // ready, and `MockServer::start` reports that a core did not start.
+    let Ok(poller) = Poller::new() else {
+        return;
+    };
+    let Ok(listener) = Listener::new(&poller, fd) else {
+        return;
+    };
+    glommio::spawn_local(poller::drive(poller.clone())).detach();
     let seed = cfg.seed ^ (idx as u64).wrapping_mul(0xa076_1d64_78bd_642f);
     let core = Rc::new(Core {
         idx,
+        poller: poller.clone(),
         cfg,
         shared,
         canned,
@@ -167,10 +178,13 @@ pub(crate) async fn core_main(
     });
     let _ = ready.send(idx);
     drop(ready);
+    poller.tracked(serve_until_stopped(core, listener)).await;
+}
 
+async fn serve_until_stopped(core: Rc<Core>, listener: Listener) {
     let watch = async {
         while !core.stopping() {
-            Timer::new(STOP_POLL).await;
+            nap(&core, STOP_POLL).await;
         }
     };
     or(accept_loop(&core, listener), watch).await;
@@ -183,26 +197,30 @@ pub(crate) async fn core_main(
     }
     let give_up = Instant::now() + DRAIN_GRACE;
     while !core.conns.borrow().is_empty() && Instant::now() < give_up {
-        Timer::new(Duration::from_millis(2)).await;
+        nap(&core, Duration::from_millis(2)).await;
     }
 }
 
-async fn accept_loop(core: &Rc<Core>, listener: TcpListener) {
+async fn nap(core: &Core, d: Duration) {
+    core.poller.sleep_until(Instant::now() + d).await
+}
+
+/// Run `task` on this core as one of its tracked tasks (see `engine::poller`).
+fn spawn(core: &Rc<Core>, task: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(core.poller.clone().tracked(task)).detach();
+}
+
+async fn accept_loop(core: &Rc<Core>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(stream) => {
-                glommio::spawn_local(serve(core.clone(), stream)).detach();
-            }
+            Ok(stream) => spawn(core, serve(core.clone(), stream)),
             // Out of fds and the like: back off instead of spinning on the error.
-            Err(_) => {
-                Timer::new(Duration::from_millis(10)).await;
-            }
+            Err(_) => nap(core, Duration::from_millis(10)).await,
         }
     }
 }
 
-async fn serve(core: Rc<Core>, stream: TcpStream) {
-    let _ = stream.set_nodelay(true);
+async fn serve(core: Rc<Core>, stream: Stream) {
     let id = core.next_conn.get();
     core.next_conn.set(id + 1);
     core.conns.borrow_mut().insert(id, stream.as_raw_fd());
@@ -235,7 +253,7 @@ enum Next {
 }
 
 struct Conn {
-    stream: TcpStream,
+    stream: Stream,
     /// Received bytes are `buf[start..end]`; `want` is how many the request needs, if known.
     buf: Vec<u8>,
     start: usize,
@@ -369,7 +387,7 @@ impl Ticket<'_> {
 
 fn ensure_poller(core: &Rc<Core>) {
     if !core.waiters.poller_running.replace(true) {
-        glommio::spawn_local(poll_waiters(core.clone())).detach();
+        spawn(core, poll_waiters(core.clone()));
     }
 }
 
@@ -414,7 +432,7 @@ impl Drop for Ticket<'_> {
 /// Completes, with an error, once the client has closed its end, so a cancelled request
 /// stops waiting (for a slot, or through a long delay). Bytes pipelined behind the request
 /// hide a close; then it never completes and the next write finds out instead.
-async fn peer_gone(stream: &TcpStream) -> io::Result<()> {
+async fn peer_gone(stream: &Stream) -> io::Result<()> {
     let mut b = [0u8; 1];
     match stream.peek(&mut b).await {
         Ok(0) | Err(_) => Err(io::Error::new(
@@ -431,7 +449,7 @@ async fn poll_waiters(core: Rc<Core>) {
         return;
     };
     loop {
-        Timer::new(QUEUE_POLL).await;
+        nap(&core, QUEUE_POLL).await;
         core.waiters.wake_ready(adm, core.stopping());
         if core.waiters.map.borrow().is_empty() {
             core.waiters.poller_running.set(false);
@@ -453,13 +471,13 @@ impl Conn {
                         return Ok(());
                     }
                 }
-                Next::Continue => glommio::yield_if_needed().await,
+                Next::Continue => core.poller.yield_if_needed(SLICE).await,
                 Next::Close => return self.flush_and_close().await,
                 Next::Generate(spec, mode, http10) => {
                     if self.generate(core, spec, mode, http10).await? {
                         return self.flush_and_close().await;
                     }
-                    glommio::yield_if_needed().await;
+                    core.poller.yield_if_needed(SLICE).await;
                 }
             }
         }
@@ -468,10 +486,7 @@ impl Conn {
     /// Send what is buffered, then the FIN (the client reads to the end).
     async fn flush_and_close(&mut self) -> io::Result<()> {
         self.flush().await?;
-        self.stream
-            .shutdown(Shutdown::Write)
-            .await
-            .map_err(Into::into)
+        self.stream.shutdown(Shutdown::Write)
     }
 
     /// Answer a request that cannot be read with `status` and a JSON error, then close:
@@ -587,7 +602,7 @@ impl Conn {
             return Ok(());
         }
         self.flush().await?;
-        // Watching costs an io_uring recv per sleep: not worth it for short token gaps,
+        // Watching costs a peeking recv per sleep: not worth it for short token gaps,
         // where the next write notices a closed client soon enough.
         if deadline - now < PEER_WATCH_MIN {
             return sleep_until(core, deadline).await;
@@ -681,7 +696,7 @@ impl Conn {
                 stats.add_tokens(1);
                 if self.out.len() >= FLUSH_AT {
                     self.flush().await?;
-                    glommio::yield_if_needed().await;
+                    core.poller.yield_if_needed(SLICE).await;
                 }
             }
             // The final object comes one decode step after the last token, like an EOS.
