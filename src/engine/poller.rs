@@ -18,8 +18,8 @@
 //! An open loop at 20k req/s parks once per send, so that was most of its 46 us per
 //! request. Every task of the shard is tracked (`tracked`): when a whole turn of the run
 //! queue passes in which none of them ran, nothing is ready and no timer is due, the
-//! poller blocks in one `epoll_pwait2` until the next event or timer, and glommio never
-//! needs to park.
+//! poller blocks in one `epoll_pwait2` until the next event or timer (20 ms at most), and
+//! glommio never needs to park.
 
 use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
@@ -361,7 +361,8 @@ impl Drop for Sleep<'_> {
 /// The shard's poller task: hand out ready events and due timers, let the woken tasks
 /// run, repeat. When a whole turn of the run queue passed without any tracked task
 /// running (everything waits on a socket or a timer, and this task is the only one
-/// runnable), block until the next event or timer. It runs until its executor ends.
+/// runnable), block until the next event or timer, or `MAX_BLOCK`. It runs until its
+/// executor ends.
 pub(crate) async fn drive(poller: Rc<Poller>) {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
     let mut seen = None;
