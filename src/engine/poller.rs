@@ -80,7 +80,21 @@ struct Timers {
     heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
     slots: Vec<TimerSlot>,
     free: Vec<u32>,
-    live: usize,
+}
+
+impl Timers {
+    /// Timers queued and not dropped yet.
+    fn live(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+/// A free slot of `slots`: one of `free` as it was left, or a new default one.
+fn take_slot<T: Default>(slots: &mut Vec<T>, free: &mut Vec<u32>) -> u32 {
+    free.pop().unwrap_or_else(|| {
+        slots.push(T::default());
+        (slots.len() - 1) as u32
+    })
 }
 
 #[derive(Default)]
@@ -113,16 +127,12 @@ impl Poller {
 
     /// Add a socket that is not connected yet: no readiness until its first event.
     fn register(&self, fd: RawFd) -> io::Result<u32> {
-        let id = match self.free.borrow_mut().pop() {
-            Some(id) => {
-                self.slots.borrow_mut()[id as usize] = Slot::default();
-                id
-            }
-            None => {
-                let mut slots = self.slots.borrow_mut();
-                slots.push(Slot::default());
-                (slots.len() - 1) as u32
-            }
+        let id = {
+            let mut slots = self.slots.borrow_mut();
+            let id = take_slot(&mut slots, &mut self.free.borrow_mut());
+            // Whatever was recorded on a reused slot is forgotten.
+            slots[id as usize] = Slot::default();
+            id
         };
         let mut ev = libc::epoll_event {
             events: (libc::EPOLLIN | libc::EPOLLOUT | libc::EPOLLRDHUP | libc::EPOLLET) as u32,
@@ -238,6 +248,17 @@ impl Poller {
         self.slots.borrow_mut()[id as usize].ready |= bits;
     }
 
+    /// A failed socket call: Ok to try again (after the next edge when it would block, at
+    /// once when interrupted), or the error.
+    fn retry(&self, id: u32, bit: u8, err: io::Error) -> io::Result<()> {
+        match err.kind() {
+            io::ErrorKind::WouldBlock => self.clear(id, bit),
+            io::ErrorKind::Interrupted => {}
+            _ => return Err(err),
+        }
+        Ok(())
+    }
+
     /// The socket said it has nothing more (EAGAIN, or a short read or write): wait for
     /// the next edge. An edge that came in the meantime is still queued in the kernel and
     /// sets the bit again at the next dispatch.
@@ -303,8 +324,8 @@ impl Poller {
 struct Sleep<'a> {
     poller: &'a Poller,
     at: Instant,
-    /// Slot and generation, once queued.
-    queued: Option<(u32, u32)>,
+    /// Its slot in `Timers`, once queued.
+    queued: Option<u32>,
 }
 
 impl Future for Sleep<'_> {
@@ -316,22 +337,17 @@ impl Future for Sleep<'_> {
         }
         let mut t = self.poller.timers.borrow_mut();
         match self.queued {
-            Some((slot, _)) => t.slots[slot as usize].waker = Some(cx.waker().clone()),
+            Some(slot) => t.slots[slot as usize].waker = Some(cx.waker().clone()),
             None => {
-                let slot = match t.free.pop() {
-                    Some(slot) => slot,
-                    None => {
-                        t.slots.push(TimerSlot::default());
-                        (t.slots.len() - 1) as u32
-                    }
-                };
-                let s = &mut t.slots[slot as usize];
+                let Timers { slots, free, heap } = &mut *t;
+                // A reused slot keeps its generation (bumped when it was freed), so entries
+                // queued with an older one stay dead.
+                let slot = take_slot(slots, free);
+                let s = &mut slots[slot as usize];
                 s.waker = Some(cx.waker().clone());
-                let generation = s.generation;
-                t.heap.push(Reverse((self.at, slot, generation)));
-                t.live += 1;
+                heap.push(Reverse((self.at, slot, s.generation)));
                 drop(t);
-                self.queued = Some((slot, generation));
+                self.queued = Some(slot);
             }
         }
         Poll::Pending
@@ -340,7 +356,7 @@ impl Future for Sleep<'_> {
 
 impl Drop for Sleep<'_> {
     fn drop(&mut self) {
-        let Some((slot, _)) = self.queued else {
+        let Some(slot) = self.queued else {
             return;
         };
         let mut t = self.poller.timers.borrow_mut();
@@ -348,8 +364,7 @@ impl Drop for Sleep<'_> {
         s.generation = s.generation.wrapping_add(1);
         s.waker = None;
         t.free.push(slot);
-        t.live -= 1;
-        if t.heap.len() > 64 && t.heap.len() > TIMER_SLACK_FACTOR * t.live {
+        if t.heap.len() > 64 && t.heap.len() > TIMER_SLACK_FACTOR * t.live() {
             let Timers { heap, slots, .. } = &mut *t;
             heap.retain(|Reverse((_, slot, generation))| {
                 slots[*slot as usize].generation == *generation
@@ -398,14 +413,7 @@ impl Stream {
         timeout: Duration,
     ) -> io::Result<Stream> {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        sock.set_nonblocking(true)?;
-        sock.set_nodelay(true)?;
-        let id = poller.register(sock.as_raw_fd())?;
-        let stream = Stream {
-            sock,
-            id,
-            poller: poller.clone(),
-        };
+        let stream = Stream::adopt(poller, sock)?;
         match stream.sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
@@ -436,10 +444,16 @@ impl Stream {
 
     /// A connection accepted by a `Listener`: a request may already be waiting.
     fn accepted(poller: &Rc<Poller>, sock: Socket) -> io::Result<Stream> {
+        let stream = Stream::adopt(poller, sock)?;
+        poller.set(stream.id, IN | OUT);
+        Ok(stream)
+    }
+
+    /// Make `sock` non-blocking with TCP_NODELAY and register it, with no readiness yet.
+    fn adopt(poller: &Rc<Poller>, sock: Socket) -> io::Result<Stream> {
         sock.set_nonblocking(true)?;
         sock.set_nodelay(true)?;
         let id = poller.register(sock.as_raw_fd())?;
-        poller.set(id, IN | OUT);
         Ok(Stream {
             sock,
             id,
@@ -477,12 +491,7 @@ impl Stream {
                 }
                 return Ok(n);
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => self.poller.clear(self.id, IN),
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
+            self.poller.retry(self.id, IN, io::Error::last_os_error())?;
         }
     }
 
@@ -516,12 +525,8 @@ impl Stream {
                 buf = &buf[n..];
                 continue;
             }
-            let err = io::Error::last_os_error();
-            match err.kind() {
-                io::ErrorKind::WouldBlock => self.poller.clear(self.id, OUT),
-                io::ErrorKind::Interrupted => {}
-                _ => return Err(err),
-            }
+            self.poller
+                .retry(self.id, OUT, io::Error::last_os_error())?;
         }
         Ok(())
     }
@@ -568,9 +573,7 @@ impl Listener {
             self.poller.ready(self.id, IN).await;
             match self.sock.accept() {
                 Ok((sock, _)) => return Stream::accepted(&self.poller, sock),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.poller.clear(self.id, IN),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
+                Err(e) => self.poller.retry(self.id, IN, e)?,
             }
         }
     }
@@ -625,7 +628,7 @@ mod tests {
             "a cancelled timer wakes no one"
         );
         drop(soon);
-        assert_eq!(p.timers.borrow().live, 0);
+        assert_eq!(p.timers.borrow().live(), 0);
         // Many cancelled timers: the heap is rebuilt instead of growing without bound.
         for i in 0..1000 {
             let mut s = Box::pin(p.sleep_until(t0 + Duration::from_secs(100 + i)));
