@@ -178,8 +178,9 @@ impl Poller {
             if bits & (libc::EPOLLHUP | libc::EPOLLRDHUP | libc::EPOLLERR) != 0 {
                 slot.ready |= HUP;
             }
-            if let Some(w) = slot.waker.take() {
-                w.wake();
+            // The waker stays: the task waits on this socket again after most wake-ups.
+            if let Some(w) = &slot.waker {
+                w.wake_by_ref();
             }
         }
         n as usize
@@ -476,13 +477,16 @@ impl Stream {
             self.poller.ready(self.id, IN).await;
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             let n = unsafe {
-                libc::recv(
+                libc::syscall(
+                    libc::SYS_recvfrom,
                     self.sock.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
+                    buf.as_mut_ptr(),
                     buf.len(),
                     flags | libc::MSG_DONTWAIT,
+                    std::ptr::null_mut::<libc::sockaddr>(),
+                    std::ptr::null_mut::<libc::socklen_t>(),
                 )
-            };
+            } as isize;
             if n >= 0 {
                 let n = n as usize;
                 if n > 0 && n < buf.len() && flags & libc::MSG_PEEK == 0 {
@@ -506,13 +510,16 @@ impl Stream {
             self.poller.ready(self.id, OUT).await;
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
             let n = unsafe {
-                libc::send(
+                libc::syscall(
+                    libc::SYS_sendto,
                     self.sock.as_raw_fd(),
-                    buf.as_ptr().cast(),
+                    buf.as_ptr(),
                     buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    std::ptr::null::<libc::sockaddr>(),
+                    0 as libc::socklen_t,
                 )
-            };
+            } as isize;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
