@@ -475,6 +475,8 @@ impl Stream {
     async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         loop {
             self.poller.ready(self.id, IN).await;
+            // The syscall itself, not glibc's recv, which (a cancellation point) switches
+            // asynchronous thread cancellation on and off around it; so for send below.
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             let n = unsafe {
                 libc::syscall(
