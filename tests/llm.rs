@@ -11,11 +11,11 @@ mod common;
 use common::doc::*;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -376,18 +376,11 @@ impl Received {
     }
 }
 
-#[derive(Default)]
-struct FakeShared {
-    stop: AtomicBool,
-    received: Mutex<Vec<Received>>,
-}
-
 /// A fake LLM server on 127.0.0.1:0, one thread per connection, keep-alive unless the
 /// framing is close-delimited. Stops (and joins its threads) when dropped.
 struct FakeLlm {
-    addr: SocketAddr,
-    shared: Arc<FakeShared>,
-    acceptor: Option<JoinHandle<()>>,
+    received: Arc<Mutex<Vec<Received>>>,
+    acceptor: common::Acceptor,
 }
 
 /// How often blocked server threads look at the stop flag.
@@ -395,58 +388,33 @@ const POLL: Duration = Duration::from_millis(20);
 
 impl FakeLlm {
     fn start(answer: Answer) -> FakeLlm {
-        let shared = Arc::new(FakeShared::default());
-        let (addr, acceptor) = {
-            let shared = shared.clone();
-            common::spawn_acceptor(move |listener| accept_loop(listener, answer, shared))
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let acceptor = {
+            let received = received.clone();
+            common::Acceptor::start(move |stream, stop| {
+                let _ = serve(stream, &answer, &received, stop);
+            })
         };
-        FakeLlm {
-            addr,
-            shared,
-            acceptor: Some(acceptor),
-        }
+        FakeLlm { received, acceptor }
     }
 
     /// `http://127.0.0.1:PORT`, without a path: blast picks the API's.
     fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        format!("http://{}", self.acceptor.addr())
     }
 
     /// Every request received so far, in order (call it after blast has exited).
     fn received(&self) -> Vec<Received> {
-        self.shared.received.lock().unwrap().clone()
+        self.received.lock().unwrap().clone()
     }
 }
 
-impl Drop for FakeLlm {
-    fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
-        }
-    }
-}
-
-fn accept_loop(listener: TcpListener, answer: Answer, shared: Arc<FakeShared>) {
-    let mut conns: Vec<JoinHandle<()>> = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, _)) => {
-                let (a, s) = (answer.clone(), shared.clone());
-                conns.push(thread::spawn(move || {
-                    let _ = serve(stream, &a, &s);
-                }));
-                conns.retain(|h| !h.is_finished());
-            }
-            Err(_) => thread::sleep(MS(1)),
-        }
-    }
-    for c in conns {
-        let _ = c.join();
-    }
-}
-
-fn serve(mut stream: TcpStream, answer: &Answer, shared: &FakeShared) -> io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    answer: &Answer,
+    received: &Mutex<Vec<Received>>,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(POLL))?;
@@ -455,18 +423,17 @@ fn serve(mut stream: TcpStream, answer: &Answer, shared: &FakeShared) -> io::Res
     loop {
         while let Some((req, used)) = parse_request(&buf)? {
             buf.drain(..used);
-            shared.received.lock().unwrap().push(req.clone());
+            received.lock().unwrap().push(req.clone());
             if !respond(&mut stream, answer, &req)? {
                 // Close-delimited: FIN ends the body; then wait for the client to close.
                 stream.shutdown(Shutdown::Write)?;
                 let deadline = Instant::now() + Duration::from_secs(2);
-                while Instant::now() < deadline
-                    && common::read_more(&mut stream, &mut buf, &shared.stop)?
-                {}
+                while Instant::now() < deadline && common::read_more(&mut stream, &mut buf, stop)? {
+                }
                 return Ok(());
             }
         }
-        if !common::read_more(&mut stream, &mut buf, &shared.stop)? {
+        if !common::read_more(&mut stream, &mut buf, stop)? {
             return Ok(());
         }
     }

@@ -423,24 +423,10 @@ impl ResponseParser {
                     }
                     continue;
                 }
-                Chunk::Ext => {
-                    // Extensions (including quoted strings, which cannot hold CR or LF) are
-                    // skipped wholesale; only the line end matters.
-                    let rest = &input[*pos..];
-                    match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
-                        Some(i) => {
-                            self.line_bytes(i)?;
-                            *pos += i;
-                        }
-                        None => {
-                            self.line_bytes(rest.len())?;
-                            *pos = input.len();
-                            break;
-                        }
-                    }
-                }
-                Chunk::Trailer => {
-                    // Trailer fields are not interpreted, only delimited.
+                Chunk::Ext | Chunk::Trailer => {
+                    // Chunk extensions (including quoted strings, which cannot hold CR or LF)
+                    // and trailer fields are skipped wholesale, not interpreted; only the
+                    // line end matters.
                     let rest = &input[*pos..];
                     match rest.iter().position(|&b| b == b'\r' || b == b'\n') {
                         Some(i) => {

@@ -324,13 +324,7 @@ const POLL: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
 struct Shared {
-    stop: AtomicBool,
-    accepted: AtomicU64,
     requests: AtomicU64,
-    /// Connection threads still running.
-    open: AtomicU64,
-    /// Times the accept loop found no pending connection.
-    idle_rounds: AtomicU64,
     seen: Mutex<Vec<SeenRequest>>,
     /// Requests received and not yet being answered, now and at most (see `Busy`).
     busy: AtomicU64,
@@ -339,106 +333,97 @@ struct Shared {
     stalled_until: Mutex<Option<Instant>>,
 }
 
-/// A loopback HTTP/1.1 server on 127.0.0.1:0, one thread per connection. Stops (and joins
-/// all its threads) when dropped.
-pub struct TestServer {
+/// What an `Acceptor` counts, and the flag that stops it and the connections it serves.
+#[derive(Default)]
+pub struct Accepting {
+    pub stop: AtomicBool,
+    accepted: AtomicU64,
+    /// Connection threads still running.
+    open: AtomicU64,
+    /// Times the accept loop found no pending connection.
+    idle_rounds: AtomicU64,
+}
+
+/// A listener on 127.0.0.1:0 whose thread serves every connection in a thread of its own,
+/// with `serve(stream, stop_flag)`. Dropping it stops it and joins all its threads (the
+/// accept loop polls, and so must `serve`, through `read_more`, to notice the flag).
+pub struct Acceptor {
     addr: SocketAddr,
-    shared: Arc<Shared>,
-    acceptor: Option<JoinHandle<()>>,
+    state: Arc<Accepting>,
+    thread: Option<JoinHandle<()>>,
 }
 
-/// Bind a non-blocking listener on 127.0.0.1:0 and run `accept` on it in a thread (the
-/// accept loop polls, so that it can notice its server's stop flag).
-pub fn spawn_acceptor(
-    accept: impl FnOnce(TcpListener) + Send + 'static,
-) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback test server");
-    listener
-        .set_nonblocking(true)
-        .expect("non-blocking listener");
-    let addr = listener.local_addr().expect("local addr");
-    (addr, thread::spawn(move || accept(listener)))
-}
-
-impl TestServer {
-    pub fn start(behaviour: Behaviour) -> TestServer {
-        let shared = Arc::new(Shared::default());
-        let (addr, acceptor) = {
-            let shared = shared.clone();
-            spawn_acceptor(move |listener| accept_loop(listener, behaviour, shared))
+impl Acceptor {
+    pub fn start(serve: impl Fn(TcpStream, &AtomicBool) + Send + Sync + 'static) -> Acceptor {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback test server");
+        listener
+            .set_nonblocking(true)
+            .expect("non-blocking listener");
+        let addr = listener.local_addr().expect("local addr");
+        let state = Arc::new(Accepting::default());
+        let thread = {
+            let state = state.clone();
+            thread::spawn(move || accept_loop(listener, Arc::new(serve), &state))
         };
-        TestServer {
+        Acceptor {
             addr,
-            shared,
-            acceptor: Some(acceptor),
+            state,
+            thread: Some(thread),
         }
     }
 
-    pub fn port(&self) -> u16 {
-        self.addr.port()
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
     }
 
-    /// `http://127.0.0.1:<port><path>`
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    pub fn accepted(&self) -> u64 {
+        self.state.accepted.load(Ordering::SeqCst)
     }
 
-    /// What the server has counted, once every connection it was offered has been accepted
-    /// and has ended (call it after blast exited; gives up waiting after a few seconds).
-    pub fn counts(&self) -> Counts {
-        self.settle();
-        Counts {
-            accepted: self.shared.accepted.load(Ordering::SeqCst),
-            requests: self.shared.requests.load(Ordering::SeqCst),
-        }
-    }
-
-    /// The first few requests received, in order.
-    pub fn seen(&self) -> Vec<SeenRequest> {
-        self.settle();
-        self.shared.seen.lock().unwrap().clone()
-    }
-
-    fn settle(&self) {
+    /// Wait (a few seconds at most) until every connection offered so far has been accepted
+    /// and has ended.
+    pub fn settle(&self) {
         let deadline = Instant::now() + Duration::from_secs(5);
         // Two idle rounds after now: whatever was in the backlog has been accepted.
-        let round = self.shared.idle_rounds.load(Ordering::SeqCst);
-        while self.shared.idle_rounds.load(Ordering::SeqCst) < round + 2
-            && Instant::now() < deadline
+        let round = self.state.idle_rounds.load(Ordering::SeqCst);
+        while self.state.idle_rounds.load(Ordering::SeqCst) < round + 2 && Instant::now() < deadline
         {
             thread::sleep(Duration::from_millis(1));
         }
-        while self.shared.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+        while self.state.open.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
             thread::sleep(Duration::from_millis(2));
         }
     }
 }
 
-impl Drop for TestServer {
+impl Drop for Acceptor {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        if let Some(a) = self.acceptor.take() {
-            let _ = a.join();
+        self.state.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
         }
     }
 }
 
-fn accept_loop(listener: TcpListener, behaviour: Behaviour, shared: Arc<Shared>) {
-    let mut conns = Vec::new();
-    while !shared.stop.load(Ordering::SeqCst) {
+fn accept_loop<F>(listener: TcpListener, serve: Arc<F>, state: &Arc<Accepting>)
+where
+    F: Fn(TcpStream, &AtomicBool) + Send + Sync + 'static,
+{
+    let mut conns: Vec<JoinHandle<()>> = Vec::new();
+    while !state.stop.load(Ordering::SeqCst) {
         match listener.accept() {
             Ok((stream, _)) => {
-                shared.accepted.fetch_add(1, Ordering::SeqCst);
-                shared.open.fetch_add(1, Ordering::SeqCst);
-                let (b, s) = (behaviour.clone(), shared.clone());
+                state.accepted.fetch_add(1, Ordering::SeqCst);
+                state.open.fetch_add(1, Ordering::SeqCst);
+                let (serve, state) = (serve.clone(), state.clone());
                 conns.push(thread::spawn(move || {
-                    let _ = serve(stream, &b, &s);
-                    s.open.fetch_sub(1, Ordering::SeqCst);
+                    serve(stream, &state.stop);
+                    state.open.fetch_sub(1, Ordering::SeqCst);
                 }));
-                conns.retain(|h: &JoinHandle<()>| !h.is_finished());
+                conns.retain(|h| !h.is_finished());
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                shared.idle_rounds.fetch_add(1, Ordering::SeqCst);
+                state.idle_rounds.fetch_add(1, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(1));
             }
             Err(_) => thread::sleep(Duration::from_millis(1)),
@@ -449,9 +434,59 @@ fn accept_loop(listener: TcpListener, behaviour: Behaviour, shared: Arc<Shared>)
     }
 }
 
+/// A loopback HTTP/1.1 server on 127.0.0.1:0, one thread per connection. Stops (and joins
+/// all its threads) when dropped.
+pub struct TestServer {
+    shared: Arc<Shared>,
+    acceptor: Acceptor,
+}
+
+impl TestServer {
+    pub fn start(behaviour: Behaviour) -> TestServer {
+        let shared = Arc::new(Shared::default());
+        let acceptor = {
+            let shared = shared.clone();
+            Acceptor::start(move |stream, stop| {
+                let _ = serve(stream, &behaviour, &shared, stop);
+            })
+        };
+        TestServer { shared, acceptor }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.acceptor.addr().port()
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.acceptor.addr())
+    }
+
+    /// What the server has counted, once every connection it was offered has been accepted
+    /// and has ended (call it after blast exited; gives up waiting after a few seconds).
+    pub fn counts(&self) -> Counts {
+        self.acceptor.settle();
+        Counts {
+            accepted: self.acceptor.accepted(),
+            requests: self.shared.requests.load(Ordering::SeqCst),
+        }
+    }
+
+    /// The first few requests received, in order.
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.acceptor.settle();
+        self.shared.seen.lock().unwrap().clone()
+    }
+}
+
 /// Serve one connection until the peer closes it, the behaviour closes it, or the server
 /// stops.
-fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()> {
+fn serve(
+    mut stream: TcpStream,
+    b: &Behaviour,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(POLL))?;
     stream.set_write_timeout(Some(Duration::from_secs(2)))?;
@@ -464,7 +499,7 @@ fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()
             let req_is_head = req.method == "HEAD";
             let number = record(shared, req);
             let busy = Busy::begin(shared);
-            if !sleep_unless_stopped(b.delay, shared) || !wait_out_stall(b, number, shared) {
+            if !sleep_unless_stopped(b.delay, stop) || !wait_out_stall(b, number, shared, stop) {
                 return Ok(());
             }
             drop(busy);
@@ -480,10 +515,10 @@ fn serve(mut stream: TcpStream, b: &Behaviour, shared: &Shared) -> io::Result<()
                 if b.abrupt_close {
                     return Ok(());
                 }
-                return close_gracefully(stream, shared);
+                return close_gracefully(stream, stop);
             }
         }
-        if !read_more(&mut stream, &mut buf, &shared.stop)? {
+        if !read_more(&mut stream, &mut buf, stop)? {
             return Ok(());
         }
     }
@@ -518,20 +553,20 @@ pub fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -
 /// Send FIN, then discard (without counting) whatever the client still sends until it
 /// closes too, so that the close is never turned into a reset that could destroy the
 /// response in flight.
-fn close_gracefully(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn close_gracefully(mut stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let deadline = Instant::now() + Duration::from_secs(2);
     let mut sink = Vec::new();
-    while Instant::now() < deadline && read_more(&mut stream, &mut sink, &shared.stop)? {
+    while Instant::now() < deadline && read_more(&mut stream, &mut sink, stop)? {
         sink.clear();
     }
     Ok(())
 }
 
-fn sleep_unless_stopped(d: Duration, shared: &Shared) -> bool {
+fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
     let end = Instant::now() + d;
     loop {
-        if shared.stop.load(Ordering::SeqCst) {
+        if stop.load(Ordering::SeqCst) {
             return false;
         }
         let now = Instant::now();
@@ -672,7 +707,7 @@ impl TestServer {
     /// The most requests the server was ever working on at once (received, response not
     /// yet being written). Never more than the client had in flight.
     pub fn max_concurrent(&self) -> u64 {
-        self.settle();
+        self.acceptor.settle();
         self.shared.max_busy.load(Ordering::SeqCst)
     }
 }
@@ -698,7 +733,7 @@ impl Drop for Busy<'_> {
 
 /// `Behaviour::stall_every`: start a stall if request `number` is an N-th one, then wait
 /// until any stall is over. False if the server stopped meanwhile.
-fn wait_out_stall(b: &Behaviour, number: u64, shared: &Shared) -> bool {
+fn wait_out_stall(b: &Behaviour, number: u64, shared: &Shared, stop: &AtomicBool) -> bool {
     let Some((n, stall)) = b.stall_every else {
         return true;
     };
@@ -711,9 +746,7 @@ fn wait_out_stall(b: &Behaviour, number: u64, shared: &Shared) -> bool {
         *until
     };
     match until {
-        Some(until) => {
-            sleep_unless_stopped(until.saturating_duration_since(Instant::now()), shared)
-        }
+        Some(until) => sleep_unless_stopped(until.saturating_duration_since(Instant::now()), stop),
         None => true,
     }
 }
