@@ -462,13 +462,8 @@ impl Conn {
 
     /// Sleep until `at`, in naps short enough to notice an interrupted run.
     async fn sleep_until(&self, at: Instant) {
-        loop {
-            let now = Instant::now();
-            if now >= at || self.shard.stopping.get() {
-                return;
-            }
-            self.shard.poller.sleep_until(at.min(now + MAX_NAP)).await;
-        }
+        let stopping = || self.shard.stopping.get();
+        self.shard.poller.sleep_unless(at, MAX_NAP, stopping).await;
     }
 }
 

@@ -277,6 +277,26 @@ impl Poller {
         .await
     }
 
+    /// Sleep until `at` unless `stop` says otherwise first; `stop` is looked at before each
+    /// nap of at most `every`. False when stopped.
+    pub async fn sleep_unless(
+        &self,
+        at: Instant,
+        every: Duration,
+        stop: impl Fn() -> bool,
+    ) -> bool {
+        loop {
+            if stop() {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= at {
+                return true;
+            }
+            self.sleep_until(at.min(now + every)).await;
+        }
+    }
+
     /// Wake the tasks whose timers are due; how many.
     fn fire(&self, now: Instant) -> usize {
         let mut t = self.timers.borrow_mut();

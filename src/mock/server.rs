@@ -132,15 +132,13 @@ impl Core {
 
 /// Sleeps until `deadline` in slices of at most `STOP_POLL`, failing once stop is asked.
 async fn sleep_until(core: &Core, deadline: Instant) -> io::Result<()> {
-    loop {
-        if core.stopping() {
-            return Err(stopped());
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(());
-        }
-        core.poller.sleep_until(deadline.min(now + STOP_POLL)).await;
+    let slept = core
+        .poller
+        .sleep_unless(deadline, STOP_POLL, || core.stopping());
+    if slept.await {
+        Ok(())
+    } else {
+        Err(stopped())
     }
 }
 
