@@ -1014,7 +1014,9 @@ def parse_wrk(run, js):
     }
     for q in ("50", "90", "99"):
         mm = re.search(rf"^\s+{q}%\s+(\S+)", out, re.M)
-        m[f"p{q}_us"] = to_us(mm.group(1)) if mm else None
+        # wrk sometimes prints "0.00us" for a percentile (seen for p99 under the pipelining
+        # script, with p50 in milliseconds): that is no measurement, so it is left out.
+        m[f"p{q}_us"] = (to_us(mm.group(1)) or None) if mm else None
     mm = re.search(r"Latency\s+(\S+)", out)
     m["mean_us"] = to_us(mm.group(1)) if mm else None
     errs = 0
