@@ -56,7 +56,8 @@ const TIMER_SLACK_FACTOR: usize = 4;
 #[derive(Default)]
 struct Slot {
     ready: u8,
-    /// The connection task waiting on this socket (one at a time: it reads or writes).
+    /// The task that last waited on this socket (one at a time: it reads or writes). It is
+    /// kept after a wake-up, so a task waiting elsewhere meanwhile may be woken spuriously.
     waker: Option<Waker>,
 }
 
