@@ -106,6 +106,9 @@ fi
 if [ "$BUILD" -eq 1 ]; then
     say "cargo build --release"
     (cd "$ROOT" && timeout 1800 cargo build --release) || die "cargo build --release failed"
+    say "cargo build --release --example floor"
+    (cd "$ROOT" && timeout 1800 cargo build --release --example floor) \
+        || die "cargo build --release --example floor failed"
 fi
 [ -x "$ROOT/target/release/blast" ] || die "no target/release/blast"
 

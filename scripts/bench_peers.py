@@ -40,11 +40,14 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_FMT = "%e %U %S %M"
-ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8)
+ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+# examples/floor.rs in its two modes (case 9).
+FLOOR_TOOLS = ("floor-epoll", "floor-uring")
 # Tools compared in the closed-loop cases, in their first-round order.
 CLOSED_TOOLS = ("blast", "wrk", "oha", "h2load")
 
@@ -299,6 +302,7 @@ class Bench:
         self.shared_cpu = len(allowed) == 1
         self.client_pin = cpu_list(self.client_cpus)
         self.blast = str(Path(args.blast).resolve())
+        self.floor = str(Path(args.floor).resolve())
         self.oha = (os.path.abspath(args.oha) if args.oha else None) or shutil.which("oha") or \
             (str(Path.home() / ".cargo/bin/oha") if (Path.home() / ".cargo/bin/oha").exists() else None)
         # abspath, not resolve(): a venv's python is a symlink out of the venv.
@@ -387,6 +391,8 @@ class Bench:
             return bool(self.baseline_py) and os.access(self.baseline_py, os.X_OK)
         if tool in ("wrk", "h2load"):
             return shutil.which(tool) is not None
+        if tool in FLOOR_TOOLS:
+            return os.access(self.floor, os.X_OK)
         return True
 
     def closed(self, tool: str, url: str, conns: int, pipeline: int = 1,
@@ -420,6 +426,10 @@ class Bench:
             argv = [self.baseline_py, self.baseline, url, "--concurrent", str(conns), "-q",
                     "--json", str(js)]
             argv += ["--requests", str(requests)] if requests else ["--duration", str(d)]
+        elif tool in FLOOR_TOOLS:
+            assert pipeline == 1 and not requests, "the floor client runs for a time, unpipelined"
+            host = urllib.parse.urlsplit(url).netloc
+            argv = [self.floor, tool.split("-")[1], str(conns), str(d), host]
         else:
             raise ValueError(tool)
         bound = (requests / 2000 + 60) if requests else (d + 60)
@@ -476,6 +486,13 @@ class Bench:
             ])
         self.emit(md_table(header, rows))
         self.emit()
+        paired = paired_cpu_ratios(runs)
+        if paired:
+            self.emit("CPU/req ÷ wrk round by round (each run against wrk's run of the same "
+                      "round, which is less exposed to the machine's drift than the ratio of "
+                      "medians above), median over the rounds: "
+                      + ", ".join(f"{tool_name(t)} {r:.2f}×" for t, r in paired.items()) + ".")
+            self.emit()
         self.emit_rounds_note(runs, once)
         self.emit_failures(runs)
         self.emit_commands(runs)
@@ -535,6 +552,17 @@ class Bench:
         intro = "As case 1 with 1000 connections."
         self.closed_case("2", "2. Closed loop, 1000 connections", 1000, list(CLOSED_TOOLS),
                          intro=intro)
+
+    def case9(self):
+        intro = ("As case 1, with `examples/floor.rs`: the least a closed-loop client can do per "
+                 "request (one `sendto`, one receive, an httparse of the head; no executor, no "
+                 "timing, no statistics), waiting for its sockets with epoll (blast's socket path "
+                 "without glommio or blast) or with io_uring (one ring with deferred task work, "
+                 "a multishot receive per connection into a provided-buffer ring, the sends of a "
+                 "turn in one `io_uring_enter`). How close blast is to this floor is what its own "
+                 "machinery costs; how far the floor is from wrk is what the kernel leaves to win.")
+        self.closed_case("9", "9. The floor: a minimal client of each kind, 100 connections", 100,
+                         ["blast", "wrk", *FLOOR_TOOLS], intro=intro)
 
     def case3(self):
         intro = ("HTTP/1.1 pipelining, 16 requests outstanding per connection, 100 connections. "
@@ -1089,8 +1117,15 @@ def parse_baseline(run, js):
     }
 
 
+def parse_floor(run, js):
+    n = int(re.search(r"^\w+: (\d+) responses$", run["stdout"], re.M).group(1))
+    # It runs for the duration asked, after connecting: its wall time is the measure.
+    return {"rps": n / run["wall_s"], "requests": n, "errors": 0,
+            "p50_us": None, "p99_us": None, "mean_us": None}
+
+
 PARSERS = {"blast": parse_blast, "wrk": parse_wrk, "h2load": parse_h2load, "oha": parse_oha,
-           "baseline": parse_baseline}
+           "baseline": parse_baseline, "floor-epoll": parse_floor, "floor-uring": parse_floor}
 
 SUMMARY_KEYS = ("rps", "cpu_us_per_req", "rss_mb", "p50_us", "p90_us", "p99_us", "p999_us",
                 "mean_us", "achieved_rps", "send_lag_p99_us", "self_cpu_us_per_req", "self_rss_mb",
@@ -1105,6 +1140,22 @@ def summarize(runs: list[dict]) -> dict:
         if len(rps) > 1 and statistics.median(rps) else None
     s["rounds"] = len(runs)
     return s
+
+
+def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
+    """Per tool but wrk: the median over rounds of its CPU per request divided by wrk's in
+    the same round (rounds where either has no figure are left out; empty with one round)."""
+    def cpu(r):
+        return r.get("metrics", {}).get("cpu_us_per_req")
+    wrk = {r["round"]: cpu(r) for r in runs.get("wrk", []) if cpu(r)}
+    out = {}
+    for t, rs in runs.items():
+        if t == "wrk":
+            continue
+        ratios = [cpu(r) / wrk[r["round"]] for r in rs if cpu(r) and r["round"] in wrk]
+        if len(ratios) > 1:
+            out[t] = statistics.median(ratios)
+    return out
 
 
 def tool_name(t, pipeline: int = 1) -> str:
@@ -1161,6 +1212,8 @@ def parse_args(argv=None):
                    help="comma-separated subset of the cases, e.g. 1,3,5 (default all)")
     p.add_argument("--skip", default="", help="'counts' skips the exact-count table")
     p.add_argument("--blast", default=str(ROOT / "target" / "release" / "blast"))
+    p.add_argument("--floor", default=str(ROOT / "target" / "release" / "examples" / "floor"),
+                   help="examples/floor.rs, built (case 9; skipped where missing)")
     p.add_argument("--oha", default=None, help="oha binary (default: PATH or ~/.cargo/bin/oha)")
     p.add_argument("--baseline-python", default=None,
                    help="Python with aiohttp for scripts/async_baseline.py (omit: no baseline)")
