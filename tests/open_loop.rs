@@ -423,12 +423,10 @@ fn ramp_climbs_linearly() {
     );
 }
 
-/// 20 requests at once every 500 ms, nothing in between: 4 bursts (at 0, 0.5, 1 and
-/// 1.5 s), 80 requests. Rows of 400 ms put each burst in a row of its own, away from the
-/// rows' ends (a send due exactly at a row's end may be counted in either row).
-#[test]
-fn burst_sends_whole_bursts() {
-    let doc = run_on_schedule(&[
+/// The arguments of a burst run: 20 requests at once every 500 ms for 2 s, nothing in
+/// between (80 requests), then `extra`.
+fn bursts<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "--pattern",
         "burst",
         "--rate",
@@ -439,9 +437,17 @@ fn burst_sends_whole_bursts() {
         "500ms",
         "--duration",
         "2s",
-        "--interval",
-        "400ms",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+/// 20 requests at once every 500 ms, nothing in between: 4 bursts (at 0, 0.5, 1 and
+/// 1.5 s), 80 requests. Rows of 400 ms put each burst in a row of its own, away from the
+/// rows' ends (a send due exactly at a row's end may be counted in either row).
+#[test]
+fn burst_sends_whole_bursts() {
+    let doc = run_on_schedule(&bursts(&["--interval", "400ms"]));
     assert_all_ok(&doc, 80);
     for r in full_rows(&doc, 0.4) {
         assert_near("burst target_rps (20 per 0.5 s)", r.target_rps, 40.0, 0.01);
@@ -458,20 +464,7 @@ fn burst_sends_whole_bursts() {
 /// belongs to that row, so every row holds exactly one burst.
 #[test]
 fn bursts_due_at_a_row_boundary_belong_to_the_next_row() {
-    let doc = run_on_schedule(&[
-        "--pattern",
-        "burst",
-        "--rate",
-        "0",
-        "--burst-size",
-        "20",
-        "--burst-every",
-        "500ms",
-        "--duration",
-        "2s",
-        "--interval",
-        "500ms",
-    ]);
+    let doc = run_on_schedule(&bursts(&["--interval", "500ms"]));
     assert_all_ok(&doc, 80);
     let rows = timeline(&doc);
     let per_row: Vec<u64> = rows.iter().map(|r| r.sent).collect();
@@ -482,18 +475,7 @@ fn bursts_due_at_a_row_boundary_belong_to_the_next_row() {
 /// rate is its target rate, over the run's 2 s.
 #[test]
 fn achieved_rate_of_a_burst_run_is_its_target() {
-    let doc = run_ok(&[
-        "--pattern",
-        "burst",
-        "--rate",
-        "0",
-        "--burst-size",
-        "20",
-        "--burst-every",
-        "500ms",
-        "--duration",
-        "2s",
-    ]);
+    let doc = run_ok(&bursts(&[]));
     assert_all_ok(&doc, 80);
     assert_near(
         "open_loop.target_rps",
