@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{blast, blast_json, closed_port, run_blast, TempFile};
+use common::{blast, blast_json, closed_port, run_blast, SeenRequest as Received, TempFile};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -341,14 +341,7 @@ impl Dialect {
 // The fake LLM server: serving
 // ---------------------------------------------------------------------------------------
 
-/// A request as the fake server received it.
-#[derive(Clone, Debug)]
-struct Received {
-    method: String,
-    path: String,
-    body: Vec<u8>,
-}
-
+/// What this file reads from a request the fake server received (`common::SeenRequest`).
 impl Received {
     /// The body as JSON; fails the test if it is not valid JSON.
     fn json(&self) -> Value {
@@ -421,7 +414,7 @@ fn serve(
     stream.set_write_timeout(Some(Duration::from_secs(5)))?;
     let mut buf = Vec::new();
     loop {
-        while let Some((req, used)) = parse_request(&buf)? {
+        while let Some((req, used)) = common::parse_request(&buf)? {
             buf.drain(..used);
             received.lock().unwrap().push(req.clone());
             if !respond(&mut stream, answer, &req)? {
@@ -437,34 +430,6 @@ fn serve(
             return Ok(());
         }
     }
-}
-
-/// One complete request (head and `Content-Length` body) at the front of `buf`.
-fn parse_request(buf: &[u8]) -> io::Result<Option<(Received, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-    };
-    let body_len = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map(|h| String::from_utf8_lossy(h.value).trim().parse::<usize>())
-        .transpose()
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?
-        .unwrap_or(0);
-    if buf.len() < head_len + body_len {
-        return Ok(None);
-    }
-    let received = Received {
-        method: req.method.unwrap_or_default().to_string(),
-        path: req.path.unwrap_or_default().to_string(),
-        body: buf[head_len..head_len + body_len].to_vec(),
-    };
-    Ok(Some((received, head_len + body_len)))
 }
 
 /// Writes the response body's pieces in the answer's framing.
@@ -1068,16 +1033,7 @@ fn raw_request(
         Ok(httparse::Status::Complete(n)) => n,
         other => return Err(bad(format!("bad response head: {other:?}"))),
     };
-    let headers: Vec<(String, String)> = resp
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
-        .collect();
+    let headers = common::owned_headers(resp.headers);
     let mut r = RawResponse {
         status: resp.code.unwrap_or(0),
         headers,

@@ -587,18 +587,9 @@ fn record(shared: &Shared, req: SeenRequest) -> u64 {
     number
 }
 
-/// One complete request (head and `Content-Length` body) at the front of `buf`, and its
-/// length; None while incomplete.
-fn parse_request(buf: &[u8]) -> io::Result<Option<(SeenRequest, usize)>> {
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(n)) => n,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-    };
-    let headers: Vec<(String, String)> = req
-        .headers
+/// Parsed header fields as owned (name, value) pairs, values decoded lossily.
+pub fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> {
+    headers
         .iter()
         .map(|h| {
             (
@@ -606,7 +597,20 @@ fn parse_request(buf: &[u8]) -> io::Result<Option<(SeenRequest, usize)>> {
                 String::from_utf8_lossy(h.value).into_owned(),
             )
         })
-        .collect();
+        .collect()
+}
+
+/// One complete request (head and `Content-Length` body) at the front of `buf`, and its
+/// length; None while incomplete.
+pub fn parse_request(buf: &[u8]) -> io::Result<Option<(SeenRequest, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    };
+    let headers = owned_headers(req.headers);
     let body_len = headers
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
