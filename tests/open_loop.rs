@@ -274,13 +274,10 @@ fn corrected_latency_charges_requests_for_a_stalled_server() {
 // 3. --max-in-flight
 // ---------------------------------------------------------------------------------------
 
-/// 50 connections but at most 4 requests in flight: the server never works on more than
-/// 4 at once, and blast (4 × 10 req/s at most against 200 asked for) says it fell behind.
-#[test]
-fn max_in_flight_caps_what_the_server_sees() {
-    let server = TestServer::start(Behaviour::keep_alive().delay(Duration::from_millis(100)));
-    let (out, doc) = blast_json(&[
-        &server.url("/"),
+/// 200 req/s for 1 s on 50 connections, at most 4 requests in flight, one core.
+fn capped_run(url: &str) -> [&str; 11] {
+    [
+        url,
         "--rate",
         "200",
         "--duration",
@@ -291,7 +288,16 @@ fn max_in_flight_caps_what_the_server_sees() {
         "4",
         "--cores",
         "1",
-    ]);
+    ]
+}
+
+/// 50 connections but at most 4 requests in flight: the server never works on more than
+/// 4 at once, and blast (4 × 10 req/s at most against 200 asked for) says it fell behind.
+#[test]
+fn max_in_flight_caps_what_the_server_sees() {
+    let server = TestServer::start(Behaviour::keep_alive().delay(Duration::from_millis(100)));
+    let url = server.url("/");
+    let (out, doc) = blast_json(&capped_run(&url));
     assert_exit(&out, 0);
     assert_balanced(&doc);
     let sent = num(&doc, "requests.sent");
@@ -319,19 +325,8 @@ fn max_in_flight_caps_what_the_server_sees() {
 #[test]
 fn duration_ends_sending_even_with_a_backlog() {
     let server = TestServer::start(Behaviour::keep_alive().delay(Duration::from_millis(100)));
-    let (run, doc) = run_blast_json(&[
-        &server.url("/"),
-        "--rate",
-        "200",
-        "--duration",
-        "1s",
-        "--conns",
-        "50",
-        "--max-in-flight",
-        "4",
-        "--cores",
-        "1",
-    ]);
+    let url = server.url("/");
+    let (run, doc) = run_blast_json(&capped_run(&url));
     assert_exit(&run.output, 0);
     assert_balanced(&doc);
     // At most 4 in flight at 1 s, answered 100 ms later.
