@@ -526,7 +526,9 @@ class Bench:
             self.emit("\n".join(bad))
             self.emit()
 
-    def emit_commands(self, runs: dict) -> None:
+    def emit_commands(self, runs: dict, server=None) -> None:
+        """The distinct command lines of `runs`, then the command of the `server` process
+        (the mock) if there is one."""
         self.emit("Commands (each wrapped in `/usr/bin/time -f '%e %U %S %M' -o FILE`):")
         self.emit()
         self.emit("```")
@@ -538,6 +540,11 @@ class Bench:
         self.emit("\n".join(seen))
         self.emit("```")
         self.emit()
+        if server is not None:
+            self.emit("```")
+            self.emit(self.short(server.args))
+            self.emit("```")
+            self.emit()
 
     def case1(self):
         intro = (f"GET / of nginx (`return 200`), 100 keep-alive connections, "
@@ -809,11 +816,7 @@ class Bench:
         self.emit(md_table(["path", "req/s"] + [n for _, n in keys], rows))
         self.emit()
         self.emit_failures(runs)
-        self.emit_commands(runs)
-        self.emit("```")
-        self.emit(self.short(mock.args))
-        self.emit("```")
-        self.emit()
+        self.emit_commands(runs, server=mock)
 
     def case8(self):
         title = "8. Scaling: blast on 1 core against 2 cores"
@@ -855,11 +858,7 @@ class Bench:
         self.emit(md_table(["blast", "req/s", "client CPU µs/req", "p50", "p99", "÷ 1 core"], rows))
         self.emit()
         self.emit_failures(runs)
-        self.emit_commands(runs)
-        self.emit("```")
-        self.emit(self.short(mock.args))
-        self.emit("```")
-        self.emit()
+        self.emit_commands(runs, server=mock)
 
     # ---- header and main
 
