@@ -420,11 +420,68 @@ pub(crate) async fn drive(poller: Rc<Poller>) {
     }
 }
 
-/// A non-blocking TCP connection whose waits go through the shard's poller.
-pub(crate) struct Stream {
+/// sendto(2) or recvfrom(2) (`nr`) on a connected socket, with no address: the syscall
+/// itself, not glibc's send or recv, which (cancellation points) switch asynchronous
+/// thread cancellation on and off around every call.
+///
+/// # Safety
+/// `buf` must be valid for `len` bytes: readable for sendto, writable for recvfrom.
+unsafe fn transfer(
+    nr: libc::c_long,
+    fd: RawFd,
+    buf: *mut u8,
+    len: usize,
+    flags: libc::c_int,
+) -> isize {
+    // SAFETY: the caller vouches for `buf`; a null address with length 0 is no address.
+    unsafe { libc::syscall(nr, fd, buf, len, flags, 0usize, 0usize) as isize }
+}
+
+/// A non-blocking socket in the poller's set, with its slot. It leaves the set when dropped
+/// (and is closed right after, with the `sock` field).
+struct Registered {
     sock: Socket,
     id: u32,
     poller: Rc<Poller>,
+}
+
+impl Registered {
+    /// Make `sock` non-blocking and register it, ready for `ready` (IN, OUT) from the start.
+    fn new(poller: &Rc<Poller>, sock: Socket, ready: u8) -> io::Result<Registered> {
+        sock.set_nonblocking(true)?;
+        let id = poller.register(sock.as_raw_fd())?;
+        poller.set(id, ready);
+        Ok(Registered {
+            sock,
+            id,
+            poller: poller.clone(),
+        })
+    }
+
+    async fn ready(&self, want: u8) {
+        self.poller.ready(self.id, want).await
+    }
+
+    /// See `Poller::clear`.
+    fn clear(&self, bit: u8) {
+        self.poller.clear(self.id, bit)
+    }
+
+    /// See `Poller::retry`.
+    fn retry(&self, bit: u8, err: io::Error) -> io::Result<()> {
+        self.poller.retry(self.id, bit, err)
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.poller.release(self.id);
+    }
+}
+
+/// A non-blocking TCP connection whose waits go through the shard's poller.
+pub(crate) struct Stream {
+    reg: Registered,
 }
 
 impl Stream {
@@ -435,17 +492,18 @@ impl Stream {
         timeout: Duration,
     ) -> io::Result<Stream> {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let stream = Stream::adopt(poller, sock)?;
-        match stream.sock.connect(&addr.into()) {
+        let stream = Stream::adopt(poller, sock, 0)?;
+        let reg = &stream.reg;
+        match reg.sock.connect(&addr.into()) {
             Ok(()) => {}
             Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {
                 let connected = future::or(
                     async {
-                        stream.poller.ready(stream.id, OUT).await;
+                        reg.ready(OUT).await;
                         true
                     },
                     async {
-                        stream.poller.sleep_until(Instant::now() + timeout).await;
+                        poller.sleep_until(Instant::now() + timeout).await;
                         false
                     },
                 )
@@ -453,33 +511,22 @@ impl Stream {
                 if !connected {
                     return Err(io::ErrorKind::TimedOut.into());
                 }
-                if let Some(e) = stream.sock.take_error()? {
+                if let Some(e) = reg.sock.take_error()? {
                     return Err(e);
                 }
             }
             Err(e) => return Err(e),
         }
         // Writable from the start, whether or not the connect's edge has been seen yet.
-        stream.poller.set(stream.id, OUT);
+        poller.set(reg.id, OUT);
         Ok(stream)
     }
 
-    /// A connection accepted by a `Listener`: a request may already be waiting.
-    fn accepted(poller: &Rc<Poller>, sock: Socket) -> io::Result<Stream> {
-        let stream = Stream::adopt(poller, sock)?;
-        poller.set(stream.id, IN | OUT);
-        Ok(stream)
-    }
-
-    /// Make `sock` non-blocking with TCP_NODELAY and register it, with no readiness yet.
-    fn adopt(poller: &Rc<Poller>, sock: Socket) -> io::Result<Stream> {
-        sock.set_nonblocking(true)?;
+    /// Give `sock` TCP_NODELAY and register it, ready for `ready` from the start.
+    fn adopt(poller: &Rc<Poller>, sock: Socket, ready: u8) -> io::Result<Stream> {
         sock.set_nodelay(true)?;
-        let id = poller.register(sock.as_raw_fd())?;
         Ok(Stream {
-            sock,
-            id,
-            poller: poller.clone(),
+            reg: Registered::new(poller, sock, ready)?,
         })
     }
 
@@ -495,54 +542,48 @@ impl Stream {
 
     async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
         loop {
-            self.poller.ready(self.id, IN).await;
-            // The syscall itself, not glibc's recv, which (a cancellation point) switches
-            // asynchronous thread cancellation on and off around it; so for send below.
+            self.reg.ready(IN).await;
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             let n = unsafe {
-                libc::syscall(
+                transfer(
                     libc::SYS_recvfrom,
-                    self.sock.as_raw_fd(),
+                    self.as_raw_fd(),
                     buf.as_mut_ptr(),
                     buf.len(),
                     flags | libc::MSG_DONTWAIT,
-                    std::ptr::null_mut::<libc::sockaddr>(),
-                    std::ptr::null_mut::<libc::socklen_t>(),
                 )
-            } as isize;
+            };
             if n >= 0 {
                 let n = n as usize;
                 if n > 0 && n < buf.len() && flags & libc::MSG_PEEK == 0 {
                     // A short read drained the socket: later data brings a new edge.
-                    self.poller.clear(self.id, IN);
+                    self.reg.clear(IN);
                 }
                 return Ok(n);
             }
-            self.poller.retry(self.id, IN, io::Error::last_os_error())?;
+            self.reg.retry(IN, io::Error::last_os_error())?;
         }
     }
 
     /// shutdown(2): with `Write`, the peer reads to the end after what was sent.
     pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.sock.shutdown(how)
+        self.reg.sock.shutdown(how)
     }
 
     /// Write all of `buf`.
     pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
         while !buf.is_empty() {
-            self.poller.ready(self.id, OUT).await;
-            // SAFETY: `buf` is valid for reads of `buf.len()` bytes.
+            self.reg.ready(OUT).await;
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes; sendto does not write it.
             let n = unsafe {
-                libc::syscall(
+                transfer(
                     libc::SYS_sendto,
-                    self.sock.as_raw_fd(),
-                    buf.as_ptr(),
+                    self.as_raw_fd(),
+                    buf.as_ptr().cast_mut(),
                     buf.len(),
                     libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                    std::ptr::null::<libc::sockaddr>(),
-                    0 as libc::socklen_t,
                 )
-            } as isize;
+            };
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
@@ -550,13 +591,12 @@ impl Stream {
                 let n = n as usize;
                 if n < buf.len() {
                     // The send buffer is full: space freed later brings a new edge.
-                    self.poller.clear(self.id, OUT);
+                    self.reg.clear(OUT);
                 }
                 buf = &buf[n..];
                 continue;
             }
-            self.poller
-                .retry(self.id, OUT, io::Error::last_os_error())?;
+            self.reg.retry(OUT, io::Error::last_os_error())?;
         }
         Ok(())
     }
@@ -564,54 +604,33 @@ impl Stream {
 
 impl AsRawFd for Stream {
     fn as_raw_fd(&self) -> RawFd {
-        self.sock.as_raw_fd()
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        // The socket (a field) is closed right after this.
-        self.poller.release(self.id);
+        self.reg.sock.as_raw_fd()
     }
 }
 
 /// A listening socket whose accepts wait through the poller.
 pub(crate) struct Listener {
-    sock: Socket,
-    id: u32,
-    poller: Rc<Poller>,
+    reg: Registered,
 }
 
 impl Listener {
-    /// Take over a bound, listening socket.
+    /// Take over a bound, listening socket (connections may be queued already).
     pub fn new(poller: &Rc<Poller>, fd: OwnedFd) -> io::Result<Listener> {
-        let sock = Socket::from(fd);
-        sock.set_nonblocking(true)?;
-        let id = poller.register(sock.as_raw_fd())?;
-        // Connections may be queued already.
-        poller.set(id, IN);
         Ok(Listener {
-            sock,
-            id,
-            poller: poller.clone(),
+            reg: Registered::new(poller, Socket::from(fd), IN)?,
         })
     }
 
-    /// The next connection, non-blocking and with TCP_NODELAY.
+    /// The next connection, non-blocking and with TCP_NODELAY; a request may already be
+    /// waiting on it.
     pub async fn accept(&self) -> io::Result<Stream> {
         loop {
-            self.poller.ready(self.id, IN).await;
-            match self.sock.accept() {
-                Ok((sock, _)) => return Stream::accepted(&self.poller, sock),
-                Err(e) => self.poller.retry(self.id, IN, e)?,
+            self.reg.ready(IN).await;
+            match self.reg.sock.accept() {
+                Ok((sock, _)) => return Stream::adopt(&self.reg.poller, sock, IN | OUT),
+                Err(e) => self.reg.retry(IN, e)?,
             }
         }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        self.poller.release(self.id);
     }
 }
 
