@@ -11,8 +11,9 @@
 #   e.g. --cases 1,3 --duration 10 --keep-tmp
 #
 # Installs what is missing: Debian nginx-light, wrk, nghttp2-client (h2load), time
-# (/usr/bin/time), oha (cargo install oha --locked), a venv with scripts/requirements.txt
-# for scripts/async_baseline.py ($BASELINE_VENV is reused if set; default target/bench-venv).
+# (/usr/bin/time), linux-perf (case 10), oha (cargo install oha --locked), a venv with
+# scripts/requirements.txt for scripts/async_baseline.py ($BASELINE_VENV is reused if set;
+# default target/bench-venv).
 # Everything runs on 127.0.0.1; nginx is pinned to the last CPU and the clients to the others.
 set -euo pipefail
 
@@ -49,6 +50,7 @@ command -v wrk >/dev/null || APT+=(wrk)
 command -v h2load >/dev/null || APT+=(nghttp2-client)
 [ -x /usr/bin/time ] || APT+=(time)
 command -v taskset >/dev/null || APT+=(util-linux)
+command -v perf >/dev/null || APT+=(linux-perf)  # case 10
 if [ ${#APT[@]} -gt 0 ]; then
     say "installing ${APT[*]}"
     [ "$(id -u)" -eq 0 ] || die "need root (or sudo) to apt-get install ${APT[*]}"

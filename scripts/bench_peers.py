@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_FMT = "%e %U %S %M"
-ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8, 9)
+ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
 # examples/floor.rs in its two modes (case 9).
 FLOOR_TOOLS = ("floor-epoll", "floor-uring")
 # Tools compared in the closed-loop cases, in their first-round order.
@@ -396,8 +396,9 @@ class Bench:
         return True
 
     def closed(self, tool: str, url: str, conns: int, pipeline: int = 1,
-               requests: int | None = None, label: str = "") -> dict:
-        """One closed-loop run of `tool`: for `self.dur` seconds, or exactly `requests`."""
+               requests: int | None = None, label: str = "", wrap: tuple | list = ()) -> dict:
+        """One closed-loop run of `tool`: for `self.dur` seconds, or exactly `requests`;
+        `wrap` goes before the tool's command (a profiler)."""
         d = self.dur
         js = self.rundir / f"{self.nruns + 1:03d}-{tool}.json"
         if tool == "blast":
@@ -433,7 +434,7 @@ class Bench:
         else:
             raise ValueError(tool)
         bound = (requests / 2000 + 60) if requests else (d + 60)
-        r = self.run(label or tool, argv, timeout=bound)
+        r = self.run(label or tool, [*wrap, *argv], timeout=bound)
         r["tool"] = tool
         r["pipeline"] = pipeline
         r["metrics"] = parse_tool(tool, r, js)
@@ -570,6 +571,74 @@ class Bench:
                  "machinery costs; how far the floor is from wrk is what the kernel leaves to win.")
         self.closed_case("9", "9. The floor: a minimal client of each kind, 100 connections", 100,
                          ["blast", "wrk", *FLOOR_TOOLS], intro=intro)
+
+    def case10(self):
+        """Where a request's CPU goes: each tool under `perf record`, its samples sorted into
+        kernel paths and user space, divided by the requests nginx served."""
+        title = "10. Where a request's CPU goes, 100 connections"
+        perf = shutil.which("perf")
+        why = None if perf else "perf is not installed (Debian: linux-perf)"
+        if perf and subprocess.run([perf, "record", "-q", "-o", str(self.tmp / "check.perf"),
+                                    "true"], capture_output=True, timeout=60).returncode != 0:
+            why = "`perf record` does not work here (perf_event_paranoid, or no permission)"
+        self.emit(f"## {title}")
+        self.emit()
+        if why:
+            self.emit(f"Skipped: {why}.")
+            self.emit()
+            return
+        tools = [t for t in ["blast", "wrk", "floor-epoll"] if self.tool_available(t)]
+
+        def one(tool):
+            data = self.rundir / f"{self.nruns + 1:03d}-{tool}.perf"
+            wrap = [perf, "record", "-q", "-F", str(PERF_HZ), "-g", "-o", str(data), "--"]
+            r = self.closed(tool, self.nginx.url, 100, label=f"{tool}-perf", wrap=wrap)
+            script = capture([perf, "script", "-i", str(data), "-F", "period,ip,sym,dso"],
+                             timeout=300)
+            served = r["nginx_requests"]
+            r["buckets_us"] = {k: v / 1e3 / served for k, v in cpu_buckets(script).items()} \
+                if served else {}
+            data.unlink(missing_ok=True)
+            return r
+
+        runs = self.rounds_of(tools, one)
+        med = {t: {b: median([r["buckets_us"].get(b, 0.0) for r in rs if r["buckets_us"]])
+                   for b in PERF_BUCKETS} for t, rs in runs.items()}
+        for t in tools:
+            med[t]["total"] = median([sum(r["buckets_us"].values()) for r in runs[t]
+                                      if r["buckets_us"]])
+
+        self.emit(f"Each tool as in case 1 (GET / of nginx, 100 connections, one core), under "
+                  f"`perf record -F {PERF_HZ} -g`. Every sample is put in the first bucket its "
+                  "call stack matches, in the order of the rows; the CPU time of each bucket is "
+                  "divided by the requests nginx served during the run. Medians over the "
+                  "rounds, µs per request. The sampling costs each tool a little CPU of its own.")
+        self.emit()
+        wrk_total = med.get("wrk", {}).get("total")
+        rows = [[label] + [fmt_f(med[t][b]) for t in tools] for b, label in PERF_BUCKETS.items()]
+        rows.append(["**total**"] + [f"**{fmt_f(med[t]['total'])}**" for t in tools])
+        rows.append(["total ÷ wrk (medians)"]
+                    + [fmt_ratio(med[t]["total"], wrk_total) for t in tools])
+        wrk_by_round = {r["round"]: sum(r["buckets_us"].values())
+                        for r in runs.get("wrk", []) if r["buckets_us"]}
+        paired = {t: median([sum(r["buckets_us"].values()) / wrk_by_round[r["round"]]
+                             for r in rs if r["buckets_us"] and r["round"] in wrk_by_round])
+                  for t, rs in runs.items()}
+        rows.append(["total ÷ wrk (round by round)"]
+                    + [f"{paired[t]:.2f}×" if paired[t] else "—" for t in tools])
+        self.emit(md_table(["µs per request"] + [tool_name(t) for t in tools], rows))
+        self.emit()
+        self.data["cases"]["10"] = {"title": title, "conns": 100, "duration_s": self.dur,
+                                    "perf_hz": PERF_HZ, "runs": runs, "median_us": med,
+                                    "paired_total_ratio": paired}
+        if "blast" in med and wrk_total:
+            b = med["blast"]
+            user = b["user"]
+            self.emit(f"0.85× wrk's total is {0.85 * wrk_total:.2f} µs; blast's kernel part "
+                      f"alone (everything but user space) is {b['total'] - user:.2f} µs.")
+            self.emit()
+        self.emit_failures(runs)
+        self.emit_commands(runs)
 
     def case3(self):
         intro = ("HTTP/1.1 pipelining, 16 requests outstanding per connection, 100 connections. "
@@ -1139,6 +1208,47 @@ def summarize(runs: list[dict]) -> dict:
         if len(rps) > 1 and statistics.median(rps) else None
     s["rounds"] = len(runs)
     return s
+
+
+# Case 10: perf's sampling rate, and the buckets a sample's call stack may fall in, in the
+# order they are tried: the first row whose kernel functions appear in the stack takes it.
+PERF_HZ = 4999
+PERF_BUCKETS = {
+    "softirq": "softirq: mostly nginx's TCP receive of the request and its wake-up, run by the send",
+    "sched": "scheduler: blocking and being woken",
+    "epoll_ctl": "`epoll_ctl`",
+    "epoll_wait": "`epoll_wait` / `epoll_pwait2`",
+    "send": "the send (`sendto` / `write`): TCP/IP transmit",
+    "recv": "the receive (`recvfrom` / `read`)",
+    "kernel": "other kernel: syscall entry and exit, interrupts, faults",
+    "user": "user space (the tool, libc, vDSO)",
+}
+PERF_MATCH = (
+    ("softirq", ("handle_softirqs", "__do_softirq")),
+    ("sched", ("schedule", "__schedule")),
+    ("epoll_ctl", ("__x64_sys_epoll_ctl",)),
+    ("epoll_wait", ("do_epoll_wait",)),
+    ("send", ("__x64_sys_sendto", "__x64_sys_write", "ksys_write", "__x64_sys_sendmsg")),
+    ("recv", ("__x64_sys_recvfrom", "__x64_sys_read", "ksys_read", "__x64_sys_recvmsg")),
+)
+
+
+def cpu_buckets(script: str) -> dict[str, float]:
+    """Sample periods (ns of CPU) per bucket, from `perf script -F period,ip,sym,dso`: one
+    sample per blank-line-separated block, the period on its first line, then the call
+    stack, leaf first, one `ADDRESS SYMBOL (DSO)` frame per line (a symbol may hold spaces)."""
+    out = dict.fromkeys(PERF_BUCKETS, 0.0)
+    for block in script.split("\n\n"):
+        lines = [ln.split() for ln in block.strip().splitlines()]
+        if len(lines) < 2 or len(lines[0]) != 1 or not lines[0][0].isdigit():
+            continue
+        period = int(lines[0][0])
+        if "kernel" not in lines[1][-1]:
+            out["user"] += period
+            continue
+        words = {w for frame in lines[1:] for w in frame[1:-1]}
+        out[next((b for b, names in PERF_MATCH if words.intersection(names)), "kernel")] += period
+    return out
 
 
 def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
