@@ -524,6 +524,16 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
+/// `s` equals `lower`, a lowercase word of letters and '-', ignoring ASCII case. Setting
+/// bit 0x20 lowercases a letter and leaves '-' alone; the only other byte it maps onto one
+/// of those is CR (to '-'), which httparse admits neither in a field name nor in a value.
+/// One OR per byte, where `eq_ignore_ascii_case` lowercases both sides of every byte: this
+/// runs for several fields of every response.
+fn is_word(s: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'));
+    s.len() == lower.len() && s.iter().zip(lower).all(|(&a, &b)| a | 0x20 == b)
+}
+
 fn scan_fields(headers: &[httparse::Header<'_>]) -> Fields {
     let mut f = Fields {
         close: false,
@@ -533,22 +543,22 @@ fn scan_fields(headers: &[httparse::Header<'_>]) -> Fields {
     };
     for h in headers {
         let name = h.name.as_bytes();
-        if name.eq_ignore_ascii_case(b"content-length") {
+        if is_word(name, b"content-length") {
             if let Ok(current) = f.content_length {
                 f.content_length = merge_content_length(h.value, current);
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        } else if is_word(name, b"transfer-encoding") {
             // Only the final coding decides the framing; a later field line continues the
             // list of an earlier one. An empty field is ignored rather than guessed at.
             if let Some(last) = list_elements(h.value).last() {
                 let coding = last.split(|&b| b == b';').next().unwrap_or(&[]);
-                f.transfer_encoding = Some(trim_ows(coding).eq_ignore_ascii_case(b"chunked"));
+                f.transfer_encoding = Some(is_word(trim_ows(coding), b"chunked"));
             }
-        } else if name.eq_ignore_ascii_case(b"connection") {
+        } else if is_word(name, b"connection") {
             for token in list_elements(h.value) {
-                if token.eq_ignore_ascii_case(b"close") {
+                if is_word(token, b"close") {
                     f.close = true;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                } else if is_word(token, b"keep-alive") {
                     f.keep_alive = true;
                 }
             }
@@ -712,6 +722,49 @@ mod tests {
             head(200, true),
             b"hello world",
         );
+    }
+
+    #[test]
+    fn field_names_and_tokens_in_any_case() {
+        for name in ["content-length", "CONTENT-LENGTH", "cOnTeNt-LeNgTh"] {
+            let input =
+                format!("HTTP/1.1 200 OK\r\n{name}: 2\r\nConnection: KEEP-alive, cLoSe\r\n\r\nab");
+            check_all_splits(
+                input.as_bytes(),
+                NEXT,
+                false,
+                false,
+                head(200, false),
+                b"ab",
+            );
+        }
+        for name in ["transfer-encoding", "TRANSFER-encoding"] {
+            let input = format!("HTTP/1.1 200 OK\r\n{name}: ChUnKeD\r\n\r\n2\r\nab\r\n0\r\n\r\n");
+            check_all_splits(input.as_bytes(), NEXT, false, false, head(200, true), b"ab");
+        }
+        // Near misses are other fields: no framing, so the body runs to the close.
+        for name in [
+            "content_length",
+            "content-lengtx",
+            "content-lengt",
+            "xontent-length",
+        ] {
+            let input = format!("HTTP/1.1 200 OK\r\n{name}: 2\r\n\r\nab");
+            let mut sink = Collect::default();
+            let mut p = ResponseParser::new();
+            assert_eq!(
+                p.feed(input.as_bytes(), &mut sink),
+                Ok(Progress::Partial {
+                    consumed: input.len()
+                }),
+                "{name}"
+            );
+            assert_eq!(p.on_eof(&mut sink), Ok(Some(head(200, false))), "{name}");
+            assert_eq!(sink.body, b"ab", "{name}");
+        }
+        assert!(is_word(b"Keep-Alive", b"keep-alive"));
+        assert!(!is_word(b"keep-alive ", b"keep-alive"));
+        assert!(!is_word(b"keep_alive", b"keep-alive"));
     }
 
     #[test]
