@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::pin::{pin, Pin};
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
@@ -462,6 +462,10 @@ impl Registered {
         self.poller.ready(self.id, want).await
     }
 
+    fn poll_ready(&self, want: u8, cx: &mut Context<'_>) -> Poll<()> {
+        self.poller.poll_ready(self.id, want, cx)
+    }
+
     /// See `Poller::clear`.
     fn clear(&self, bit: u8) {
         self.poller.clear(self.id, bit)
@@ -532,17 +536,38 @@ impl Stream {
 
     /// Read what is there, waiting for it if need be. Ok(0) is the end of the stream.
     pub async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf, 0).await
+        poll_fn(|cx| self.poll_recv(cx, buf, 0)).await
     }
 
     /// Like `read`, but leaves the bytes in the socket.
     pub async fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.recv(buf, libc::MSG_PEEK).await
+        poll_fn(|cx| self.poll_recv(cx, buf, libc::MSG_PEEK)).await
     }
 
-    async fn recv(&self, buf: &mut [u8], flags: libc::c_int) -> io::Result<usize> {
+    /// Write all of `buf`.
+    pub async fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        let mut sent = 0;
+        poll_fn(|cx| {
+            while sent < buf.len() {
+                sent += ready!(self.poll_send(cx, &buf[sent..]))?;
+            }
+            Poll::Ready(Ok(()))
+        })
+        .await
+    }
+
+    // The two socket calls of every request are poll functions rather than async fns
+    // awaiting `Registered::ready`: each nested async fn is a state machine of its own,
+    // polled twice per request (once pending, once ready).
+
+    fn poll_recv(
+        &self,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+        flags: libc::c_int,
+    ) -> Poll<io::Result<usize>> {
         loop {
-            self.reg.ready(IN).await;
+            ready!(self.reg.poll_ready(IN, cx));
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             let n = unsafe {
                 transfer(
@@ -559,21 +584,16 @@ impl Stream {
                     // A short read drained the socket: later data brings a new edge.
                     self.reg.clear(IN);
                 }
-                return Ok(n);
+                return Poll::Ready(Ok(n));
             }
             self.reg.retry(IN, io::Error::last_os_error())?;
         }
     }
 
-    /// shutdown(2): with `Write`, the peer reads to the end after what was sent.
-    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
-        self.reg.sock.shutdown(how)
-    }
-
-    /// Write all of `buf`.
-    pub async fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        while !buf.is_empty() {
-            self.reg.ready(OUT).await;
+    /// One sendto of what `buf` holds: how much of it went.
+    fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.reg.poll_ready(OUT, cx));
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes; sendto does not write it.
             let n = unsafe {
                 transfer(
@@ -585,7 +605,7 @@ impl Stream {
                 )
             };
             if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
+                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
             if n > 0 {
                 let n = n as usize;
@@ -593,12 +613,15 @@ impl Stream {
                     // The send buffer is full: space freed later brings a new edge.
                     self.reg.clear(OUT);
                 }
-                buf = &buf[n..];
-                continue;
+                return Poll::Ready(Ok(n));
             }
             self.reg.retry(OUT, io::Error::last_os_error())?;
         }
-        Ok(())
+    }
+
+    /// shutdown(2): with `Write`, the peer reads to the end after what was sent.
+    pub fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        self.reg.sock.shutdown(how)
     }
 }
 
@@ -722,6 +745,32 @@ mod tests {
         });
         server.join().unwrap();
         assert_eq!(got, b"pong!");
+    }
+
+    #[test]
+    fn a_write_larger_than_the_socket_buffers_waits_for_room() {
+        // Far more than loopback's send and receive buffers hold: the sends come up short,
+        // and write_all must wait for the edge that room brings, then carry on.
+        const LEN: usize = 16 << 20;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            let mut got = Vec::with_capacity(LEN);
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+        let poller = Poller::new().unwrap();
+        run(&poller, async {
+            let mut s = Stream::connect(&poller, addr, Duration::from_secs(5))
+                .await
+                .unwrap();
+            s.write_all(&data).await.unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+        });
+        assert!(data == server.join().unwrap());
     }
 
     #[test]
