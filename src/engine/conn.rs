@@ -287,14 +287,25 @@ impl Conn {
         Err(Broken::Fail(ErrorKind::Connect))
     }
 
-    /// Write every request of the window that is not on the wire yet, in one write.
+    /// Write every request of the window that is not on the wire yet, in one write. A lone
+    /// request (no pipelining) goes straight from the shard's pre-rendered bytes, which
+    /// every connection shares; only several are gathered in `wbuf` first.
     async fn write(&mut self) -> Result<(), Broken> {
-        self.wbuf.clear();
         let now = self.clock();
+        self.wbuf.clear();
+        let mut first = None;
         {
             let mut hists = self.shard.hists.borrow_mut();
             for f in self.window.iter_mut().filter(|f| !f.written) {
-                self.wbuf.extend_from_slice(self.shard.request(f.ticket));
+                match first {
+                    None => first = Some(f.ticket),
+                    Some(t) => {
+                        if self.wbuf.is_empty() {
+                            self.wbuf.extend_from_slice(self.shard.request(t));
+                        }
+                        self.wbuf.extend_from_slice(self.shard.request(f.ticket));
+                    }
+                }
                 f.written = true;
                 f.sent = now;
                 if let (Some(at), false) = (f.ticket.intended, f.lag_recorded) {
@@ -303,18 +314,23 @@ impl Conn {
                 }
             }
         }
-        if self.wbuf.is_empty() {
+        let Some(first) = first else {
             return Ok(());
-        }
+        };
         if self.watch().deadline.get().is_none() {
             self.watch()
                 .deadline
                 .set(Some(now + self.shard.setup.timeout));
         }
+        let bytes = if self.wbuf.is_empty() {
+            self.shard.request(first)
+        } else {
+            &self.wbuf[..]
+        };
         let stream = self.stream.as_mut().expect("connected before writing");
-        match stream.write_all(&self.wbuf).await {
+        match stream.write_all(bytes).await {
             Ok(()) => {
-                self.shard.counters.borrow_mut().bytes_written += self.wbuf.len() as u64;
+                self.shard.counters.borrow_mut().bytes_written += bytes.len() as u64;
                 Ok(())
             }
             Err(e) => Err(self.io_failure(ErrorKind::Write, &e)),
