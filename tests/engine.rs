@@ -616,6 +616,33 @@ fn pipelined_requests_behind_a_close_are_sent_again() {
     assert!(num(&doc, "connections.reconnects") > 0);
 }
 
+/// Heads that arrive cut in two (inside the status line, inside a field name) are put
+/// together: a piece that cannot be parsed yet is kept, and what follows is read after it,
+/// also behind pipelined requests and for chunked bodies.
+#[test]
+fn heads_cut_across_reads_are_put_together() {
+    for (behaviour, pipeline) in [
+        (Behaviour::keep_alive().cut_heads(), "1"),
+        (Behaviour::keep_alive().cut_heads(), "4"),
+        (Behaviour::keep_alive().chunked().cut_heads(), "2"),
+    ] {
+        let server = TestServer::start(behaviour);
+        let url = server.url("/");
+        let (out, doc) = blast_json(&[
+            &url,
+            "--conns",
+            "2",
+            "--pipeline",
+            pipeline,
+            "--requests",
+            "61",
+        ]);
+        assert_exit(&out, 0);
+        assert_exactly_ok(&doc, 61);
+        assert_eq!(server.counts().requests, 61, "pipeline {pipeline}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // blast compare
 // ---------------------------------------------------------------------------------------

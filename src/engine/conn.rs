@@ -17,7 +17,9 @@ use super::shard::{Abort, Shard, Ticket};
 use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
 use crate::stats::{ErrorKind, Metric};
 
-/// Initial read buffer; it grows (up to what a response head may need) only for huge heads.
+/// A connection's own buffer, for what it received but could not parse yet (most often
+/// nothing: it is allocated at the first such piece). It grows, up to what a response
+/// head may need, only for huge heads.
 const READ_BUF: usize = 16 * 1024;
 
 /// Reconnection back-off after a failed connect: doubles from MIN to MAX, so a target
@@ -158,7 +160,7 @@ impl Conn {
             served: 0,
             ever_connected: false,
             backoff: BACKOFF_MIN,
-            buf: vec![0; READ_BUF],
+            buf: Vec::new(),
             start: 0,
             end: 0,
             parser,
@@ -337,56 +339,103 @@ impl Conn {
         }
     }
 
-    /// Read until at least one response is complete.
+    /// Read until at least one response is complete. What arrives is read into the shard's
+    /// buffer and parsed there; only a piece that cannot be parsed yet (a head cut in two)
+    /// is kept in the connection's own buffer, and what follows it is read after it.
     async fn read(&mut self) -> Result<(), Broken> {
         loop {
-            let mut completed = false;
-            while let Some(front) = self.window.front() {
-                if self.start == self.end {
-                    break;
-                }
-                let mut tap = BodyTap {
-                    llm: self.llm.as_mut(),
-                    hists: &self.shard.hists,
-                    base: front.ticket.intended.unwrap_or(front.sent),
-                    now: self.read_at,
-                };
-                match self.parser.feed(&self.buf[self.start..self.end], &mut tap) {
-                    Ok(Progress::Partial { consumed }) => {
-                        self.start += consumed;
-                        break;
-                    }
-                    Ok(Progress::Complete { consumed, head }) => {
-                        self.start += consumed;
-                        completed = true;
-                        if !self.complete(head) {
-                            return Err(Broken::Resend);
-                        }
-                    }
-                    Err(_) => return Err(Broken::Fail(ErrorKind::Parse)),
+            if self.start < self.end {
+                let buf = std::mem::take(&mut self.buf);
+                let parsed = self.parse(&buf[self.start..self.end]);
+                self.buf = buf;
+                let (consumed, completed) = parsed?;
+                self.start += consumed;
+                if completed {
+                    self.compact();
+                    return Ok(());
                 }
             }
+            let stream = self.stream.as_ref().expect("connected before reading");
+            stream.readable().await;
+            let shard = self.shard.clone();
+            let mut rbuf = shard.rbuf.borrow_mut();
+            let (data, kept): (&mut [u8], bool) = if self.start < self.end {
+                self.make_room()?;
+                (&mut self.buf[self.end..], true)
+            } else {
+                (&mut rbuf[..], false)
+            };
+            let stream = self.stream.as_ref().expect("connected before reading");
+            let n = match stream.try_read(data) {
+                None => continue,
+                Some(Ok(0)) => return Err(self.eof()),
+                Some(Ok(n)) => n,
+                Some(Err(e)) => return Err(self.io_failure(ErrorKind::Read, &e)),
+            };
+            if let Some(why) = self.watch().fired.get() {
+                return Err(aborted(why));
+            }
+            // One clock read per read: every response and token event it completes is
+            // timed by it.
+            self.read_at = self.clock();
+            self.shard.counters.borrow_mut().bytes_read += n as u64;
+            if kept {
+                self.end += n;
+                continue;
+            }
+            let (consumed, completed) = self.parse(&rbuf[..n])?;
+            self.keep(&rbuf[consumed..n]);
             if completed {
-                self.compact();
                 return Ok(());
             }
-            self.make_room()?;
-            let stream = self.stream.as_mut().expect("connected before reading");
-            match stream.read(&mut self.buf[self.end..]).await {
-                Ok(0) => return Err(self.eof()),
-                Ok(n) => {
-                    if let Some(why) = self.watch().fired.get() {
-                        return Err(aborted(why));
-                    }
-                    // One clock read per read: every response and token event it completes
-                    // is timed by it.
-                    self.read_at = self.clock();
-                    self.end += n;
-                    self.shard.counters.borrow_mut().bytes_read += n as u64;
+        }
+    }
+
+    /// Feed `data` to the parser, completing responses while requests are in flight.
+    /// Returns how much of it was used and whether a response was completed.
+    fn parse(&mut self, data: &[u8]) -> Result<(usize, bool), Broken> {
+        let mut pos = 0;
+        let mut completed = false;
+        while let Some(front) = self.window.front() {
+            if pos == data.len() {
+                break;
+            }
+            let mut tap = BodyTap {
+                llm: self.llm.as_mut(),
+                hists: &self.shard.hists,
+                base: front.ticket.intended.unwrap_or(front.sent),
+                now: self.read_at,
+            };
+            match self.parser.feed(&data[pos..], &mut tap) {
+                Ok(Progress::Partial { consumed }) => {
+                    pos += consumed;
+                    break;
                 }
-                Err(e) => return Err(self.io_failure(ErrorKind::Read, &e)),
+                Ok(Progress::Complete { consumed, head }) => {
+                    pos += consumed;
+                    completed = true;
+                    if !self.complete(head) {
+                        return Err(Broken::Resend);
+                    }
+                }
+                Err(_) => return Err(Broken::Fail(ErrorKind::Parse)),
             }
         }
+        Ok((pos, completed))
+    }
+
+    /// Keep `rest`, received but not parsed yet, in the connection's own buffer (empty
+    /// before this).
+    fn keep(&mut self, rest: &[u8]) {
+        if rest.is_empty() {
+            return;
+        }
+        if self.buf.len() < rest.len() {
+            self.buf.resize(rest.len().max(READ_BUF), 0);
+        }
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.start = 0;
+        self.end = rest.len();
     }
 
     /// Record the response to the oldest request. Returns false when the server will close
@@ -530,7 +579,7 @@ impl Conn {
         if self.buf.len() > MAX_HEAD {
             return Err(Broken::Fail(ErrorKind::Parse));
         }
-        self.buf.resize(self.buf.len() * 2, 0);
+        self.buf.resize((self.buf.len() * 2).max(READ_BUF), 0);
         Ok(())
     }
 

@@ -568,6 +568,25 @@ impl Stream {
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.reg.poll_ready(IN, cx));
+            if let Some(r) = self.try_recv(buf, flags) {
+                return Poll::Ready(r);
+            }
+        }
+    }
+
+    /// Wait until a read may find something (or the end, or an error).
+    pub async fn readable(&self) {
+        self.reg.ready(IN).await
+    }
+
+    /// Read what is there without waiting; None when nothing is (the socket waits for its
+    /// next edge then: see `readable`).
+    pub fn try_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
+        self.try_recv(buf, 0)
+    }
+
+    fn try_recv(&self, buf: &mut [u8], flags: libc::c_int) -> Option<io::Result<usize>> {
+        loop {
             // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
             let n = unsafe {
                 transfer(
@@ -584,9 +603,16 @@ impl Stream {
                     // A short read drained the socket: later data brings a new edge.
                     self.reg.clear(IN);
                 }
-                return Poll::Ready(Ok(n));
+                return Some(Ok(n));
             }
-            self.reg.retry(IN, io::Error::last_os_error())?;
+            let err = io::Error::last_os_error();
+            let would_block = err.kind() == io::ErrorKind::WouldBlock;
+            if let Err(e) = self.reg.retry(IN, err) {
+                return Some(Err(e));
+            }
+            if would_block {
+                return None;
+            }
         }
     }
 

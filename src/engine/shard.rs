@@ -58,6 +58,9 @@ pub(crate) struct Ticket {
     pub intended: Option<Instant>,
 }
 
+/// Size of the shard's receive buffer: a socket read takes up to this much.
+const RBUF: usize = 64 * 1024;
+
 /// The shard's state, shared by its connection tasks and its ticker (one thread: `Rc`).
 pub(crate) struct Shard {
     pub setup: ShardSetup,
@@ -85,6 +88,10 @@ pub(crate) struct Shard {
     /// The interval being measured, and when it ends.
     seq: Cell<u64>,
     next_snapshot: Cell<Instant>,
+    /// What a connection receives goes here first, one connection at a time (never held
+    /// across an await): one buffer that stays in cache instead of one per connection.
+    /// A connection keeps only what it could not parse yet (`Conn::buf`).
+    pub rbuf: RefCell<Box<[u8]>>,
 }
 
 impl Shard {
@@ -214,6 +221,7 @@ pub(crate) async fn run(
         tx,
         seq: Cell::new(0),
         next_snapshot: Cell::new(start + setup.interval),
+        rbuf: RefCell::new(vec![0; RBUF].into_boxed_slice()),
         start,
         setup,
     });

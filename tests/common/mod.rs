@@ -218,6 +218,9 @@ pub struct Behaviour {
     /// Every N-th request the server receives (counted over all connections) freezes the
     /// whole server for this long, like a GC pause: no connection answers until it is over.
     pub stall_every: Option<(u64, Duration)>,
+    /// Write each response in three pieces, cut inside the status line and inside the
+    /// header fields, with a pause after each, so that heads arrive cut in two.
+    pub cut_heads: bool,
 }
 
 impl Default for Behaviour {
@@ -232,6 +235,7 @@ impl Default for Behaviour {
             garbage: false,
             body_len: 11,
             stall_every: None,
+            cut_heads: false,
         }
     }
 }
@@ -286,6 +290,12 @@ impl Behaviour {
     pub fn garbage(self) -> Self {
         Behaviour {
             garbage: true,
+            ..self
+        }
+    }
+    pub fn cut_heads(self) -> Self {
+        Behaviour {
+            cut_heads: true,
             ..self
         }
     }
@@ -510,7 +520,17 @@ fn serve(
             }
             let announce_close = b.close_every.is_some_and(|n| served.is_multiple_of(n));
             let silent_close = b.silent_close_after.is_some_and(|n| served >= n);
-            stream.write_all(&response(b, announce_close, req_is_head))?;
+            let resp = response(b, announce_close, req_is_head);
+            if b.cut_heads {
+                let (a, rest) = resp.split_at(5);
+                let (b2, c) = rest.split_at(rest.len().min(20));
+                for piece in [a, b2, c] {
+                    stream.write_all(piece)?;
+                    thread::sleep(Duration::from_millis(1));
+                }
+            } else {
+                stream.write_all(&resp)?;
+            }
             if announce_close || silent_close || b.framing == Framing::CloseDelimited {
                 if b.abrupt_close {
                     return Ok(());
