@@ -1,8 +1,9 @@
 //! One connection's loop. It serves every load model: the shard decides when a request
 //! may start (`Shard::take_ticket`), this loop sends it, reads the response and records it.
 //!
-//! Per request it does one write and (usually) one read, copies the pre-rendered request
-//! into a reusable buffer, and touches only shard-local state: no formatting, no
+//! Per request it does one write, of the shard's pre-rendered request as it is (several
+//! pipelined ones are gathered into one buffer first), and (usually) one read, into the
+//! shard's receive buffer; it touches only shard-local state: no formatting, no
 //! allocation, no locks, no atomics.
 
 use std::collections::VecDeque;
