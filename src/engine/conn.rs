@@ -50,7 +50,6 @@ struct InFlight {
 /// response then touches no memory of its own beyond the connection's, which at 1000
 /// connections was the costliest cache miss of a request (`perf annotate`: a third of
 /// the connection loop's samples, on reading the front of a separate allocation).
-#[derive(Debug, Default)]
 struct Window {
     /// None only when `rest` is empty too.
     head: Option<InFlight>,
@@ -356,17 +355,19 @@ impl Conn {
                     return Ok(());
                 }
             }
+            let kept = self.start < self.end;
+            if kept {
+                self.make_room()?;
+            }
             let stream = self.stream.as_ref().expect("connected before reading");
             stream.readable().await;
             let shard = self.shard.clone();
             let mut rbuf = shard.rbuf.borrow_mut();
-            let (data, kept): (&mut [u8], bool) = if self.start < self.end {
-                self.make_room()?;
-                (&mut self.buf[self.end..], true)
+            let data = if kept {
+                &mut self.buf[self.end..]
             } else {
-                (&mut rbuf[..], false)
+                &mut rbuf[..]
             };
-            let stream = self.stream.as_ref().expect("connected before reading");
             let n = match stream.try_read(data) {
                 None => continue,
                 Some(Ok(0)) => return Err(self.eof()),

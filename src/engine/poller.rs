@@ -250,15 +250,17 @@ impl Poller {
         self.slots.borrow_mut()[id as usize].ready |= bits;
     }
 
-    /// A failed socket call: Ok to try again (after the next edge when it would block, at
-    /// once when interrupted), or the error.
-    fn retry(&self, id: u32, bit: u8, err: io::Error) -> io::Result<()> {
+    /// A failed socket call: Ok to try again, or the error. Ok(true) when it would block
+    /// (try after the next edge), Ok(false) when it was interrupted (try at once).
+    fn retry(&self, id: u32, bit: u8, err: io::Error) -> io::Result<bool> {
         match err.kind() {
-            io::ErrorKind::WouldBlock => self.clear(id, bit),
-            io::ErrorKind::Interrupted => {}
-            _ => return Err(err),
+            io::ErrorKind::WouldBlock => {
+                self.clear(id, bit);
+                Ok(true)
+            }
+            io::ErrorKind::Interrupted => Ok(false),
+            _ => Err(err),
         }
-        Ok(())
     }
 
     /// The socket said it has nothing more (EAGAIN, or a short read or write): wait for
@@ -472,7 +474,7 @@ impl Registered {
     }
 
     /// See `Poller::retry`.
-    fn retry(&self, bit: u8, err: io::Error) -> io::Result<()> {
+    fn retry(&self, bit: u8, err: io::Error) -> io::Result<bool> {
         self.poller.retry(self.id, bit, err)
     }
 }
@@ -605,13 +607,10 @@ impl Stream {
                 }
                 return Some(Ok(n));
             }
-            let err = io::Error::last_os_error();
-            let would_block = err.kind() == io::ErrorKind::WouldBlock;
-            if let Err(e) = self.reg.retry(IN, err) {
-                return Some(Err(e));
-            }
-            if would_block {
-                return None;
+            match self.reg.retry(IN, io::Error::last_os_error()) {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => return Some(Err(e)),
             }
         }
     }
@@ -677,7 +676,9 @@ impl Listener {
             self.reg.ready(IN).await;
             match self.reg.sock.accept() {
                 Ok((sock, _)) => return Stream::adopt(&self.reg.poller, sock, IN | OUT),
-                Err(e) => self.reg.retry(IN, e)?,
+                Err(e) => {
+                    self.reg.retry(IN, e)?;
+                }
             }
         }
     }
