@@ -598,6 +598,7 @@ class Bench:
             served = r["nginx_requests"]
             r["buckets_us"] = {k: v / 1e3 / served for k, v in cpu_buckets(script).items()} \
                 if served else {}
+            r["perf_total_us"] = sum(r["buckets_us"].values()) if served else None
             data.unlink(missing_ok=True)
             return r
 
@@ -605,8 +606,7 @@ class Bench:
         med = {t: {b: median([r["buckets_us"].get(b, 0.0) for r in rs if r["buckets_us"]])
                    for b in PERF_BUCKETS} for t, rs in runs.items()}
         for t in tools:
-            med[t]["total"] = median([sum(r["buckets_us"].values()) for r in runs[t]
-                                      if r["buckets_us"]])
+            med[t]["total"] = median([r["perf_total_us"] for r in runs[t]])
 
         self.emit(f"Each tool as in case 1 (GET / of nginx, 100 connections, one core), under "
                   f"`perf record -F {PERF_HZ} -g`. Every sample is put in the first bucket its "
@@ -619,13 +619,10 @@ class Bench:
         rows.append(["**total**"] + [f"**{fmt_f(med[t]['total'])}**" for t in tools])
         rows.append(["total ÷ wrk (medians)"]
                     + [fmt_ratio(med[t]["total"], wrk_total) for t in tools])
-        wrk_by_round = {r["round"]: sum(r["buckets_us"].values())
-                        for r in runs.get("wrk", []) if r["buckets_us"]}
-        paired = {t: median([sum(r["buckets_us"].values()) / wrk_by_round[r["round"]]
-                             for r in rs if r["buckets_us"] and r["round"] in wrk_by_round])
-                  for t, rs in runs.items()}
+        paired = paired_ratios(runs, lambda r: r.get("perf_total_us"))
+        paired["wrk"] = 1.0
         rows.append(["total ÷ wrk (round by round)"]
-                    + [f"{paired[t]:.2f}×" if paired[t] else "—" for t in tools])
+                    + [f"{paired[t]:.2f}×" if t in paired else "—" for t in tools])
         self.emit(md_table(["µs per request"] + [tool_name(t) for t in tools], rows))
         self.emit()
         self.data["cases"]["10"] = {"title": title, "conns": 100, "duration_s": self.dur,
@@ -1251,20 +1248,23 @@ def cpu_buckets(script: str) -> dict[str, float]:
     return out
 
 
-def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
-    """Per tool but wrk: the median over rounds of its CPU per request divided by wrk's in
-    the same round (rounds where either has no figure are left out; empty with one round)."""
-    def cpu(r):
-        return r.get("metrics", {}).get("cpu_us_per_req")
-    wrk = {r["round"]: cpu(r) for r in runs.get("wrk", []) if cpu(r)}
+def paired_ratios(runs: dict[str, list[dict]], value) -> dict[str, float]:
+    """Per tool but wrk: the median over rounds of `value(run)` divided by wrk's in the same
+    round (rounds where either has no figure are left out; empty with one round)."""
+    wrk = {r["round"]: value(r) for r in runs.get("wrk", []) if value(r)}
     out = {}
     for t, rs in runs.items():
         if t == "wrk":
             continue
-        ratios = [cpu(r) / wrk[r["round"]] for r in rs if cpu(r) and r["round"] in wrk]
+        ratios = [value(r) / wrk[r["round"]] for r in rs if value(r) and r["round"] in wrk]
         if len(ratios) > 1:
             out[t] = statistics.median(ratios)
     return out
+
+
+def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
+    """`paired_ratios` of the CPU per request."""
+    return paired_ratios(runs, lambda r: r.get("metrics", {}).get("cpu_us_per_req"))
 
 
 def tool_name(t, pipeline: int = 1) -> str:
