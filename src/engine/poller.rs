@@ -576,9 +576,10 @@ impl Stream {
         }
     }
 
-    /// Wait until a read may find something (or the end, or an error).
-    pub async fn readable(&self) {
-        self.reg.ready(IN).await
+    /// Wait until a read may find something (or the end, or an error). A plain poll_fn,
+    /// not an async fn over `Registered::ready`: it is awaited once per response.
+    pub fn readable(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| self.reg.poll_ready(IN, cx))
     }
 
     /// Read what is there without waiting; None when nothing is (the socket waits for its
