@@ -3,7 +3,7 @@
 //! no executor, no timing and no statistics, in two ways of waiting for sockets:
 //!
 //! * `epoll`: one edge-triggered epoll set, `recvfrom` until a short read, `sendto` the next
-//!   request at once (blast's socket path without glommio or blast);
+//!   request at once (blast's socket path without its runtime or statistics);
 //! * `uring`: one io_uring ring (single issuer, deferred task work, so no interrupts), a
 //!   multishot receive per connection into a provided-buffer ring, sends batched into one
 //!   `io_uring_enter` per turn.

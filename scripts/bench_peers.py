@@ -565,7 +565,7 @@ class Bench:
         intro = ("As case 1, with `examples/floor.rs`: the least a closed-loop client can do per "
                  "request (one `sendto`, one receive, an httparse of the head; no executor, no "
                  "timing, no statistics), waiting for its sockets with epoll (blast's socket path "
-                 "without glommio or blast) or with io_uring (one ring with deferred task work, "
+                 "without its runtime or statistics) or with io_uring (one ring with deferred task work, "
                  "a multishot receive per connection into a provided-buffer ring, the sends of a "
                  "turn in one `io_uring_enter`). How close blast is to this floor is what its own "
                  "machinery costs; how far the floor is from wrk is what the kernel leaves to win.")

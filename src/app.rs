@@ -138,9 +138,6 @@ fn write_outputs(plan: &Plan, report: &Report) -> Result<(), String> {
 
 /// `blast mock`: serve until Ctrl-C.
 pub fn mock(args: &MockArgs) -> ExitCode {
-    if let Err(e) = crate::limits::check_memlock() {
-        return fail(2, e);
-    }
     let cfg = match args.to_config(crate::plan::allowed_cpus()) {
         Ok(c) => c,
         Err(e) => return fail(2, e),
@@ -183,9 +180,6 @@ const DEMO_ARGS: &[&str] = &[
 
 /// `blast demo`: a real load test end to end with no server of the user's own.
 pub fn demo(rest: &[String]) -> ExitCode {
-    if let Err(e) = crate::limits::check_memlock() {
-        return fail(2, e);
-    }
     let cpus = crate::plan::allowed_cpus();
     // The mock takes the last CPU; blast may use them all (on one CPU they share it).
     let mut cfg = MockConfig::new(

@@ -14,15 +14,12 @@ pub mod llm;
 pub mod mock;
 pub mod plan;
 pub mod report;
+pub mod rt;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
-pub mod wake;
-
-use std::time::{Duration, Instant};
 
 use aggregate::{Aggregator, TimelineRow};
-use crossbeam_channel::RecvTimeoutError;
 use plan::Plan;
 use report::{Report, SelfCost};
 
@@ -34,27 +31,14 @@ pub fn run(
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
-    let shards = plan.cpus.len();
-    let mut agg = Aggregator::new(shards, plan.interval, plan.rate.clone());
-    // A shard reports at least every interval; one that has been silent for two is
-    // kicked, in case glommio lost its wake-up (see `wake`).
-    let silent_for = plan.interval * 2 + Duration::from_millis(100);
-    let mut heard = vec![Instant::now(); shards];
+    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, plan.rate.clone());
+    // Every shard holds a sender until it ends: when all are gone, nothing more comes.
     while !agg.all_done() {
-        match run.snapshots.recv_timeout(Duration::from_millis(100)) {
-            Ok(snap) => {
-                heard[snap.shard] = Instant::now();
-                for row in agg.push(snap) {
-                    on_row(row);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            // Every shard holds a sender until it ends: all are gone.
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if (0..shards).any(|s| !agg.done(s) && heard[s].elapsed() > silent_for) {
-            run.kick();
-            heard.fill(Instant::now());
+        let Ok(snap) = run.snapshots.recv() else {
+            break;
+        };
+        for row in agg.push(snap) {
+            on_row(row);
         }
     }
     run.join()?;

@@ -2,12 +2,9 @@
 
 use std::time::Duration;
 
-/// File descriptors blast needs besides its connections (stdio, io_uring rings, eventfds,
+/// File descriptors blast needs besides its connections (stdio, epoll sets, eventfds,
 /// the output files), per shard and overall.
 const SPARE_FDS: u64 = 64;
-
-/// glommio refuses to start a reactor below this RLIMIT_MEMLOCK.
-pub const MIN_MEMLOCK: u64 = 512 * 1024;
 
 fn get(resource: libc::__rlimit_resource_t) -> Result<libc::rlimit, String> {
     let mut lim = libc::rlimit {
@@ -50,20 +47,6 @@ pub fn raise_nofile(conns: usize) -> Result<(), String> {
         return Err(format!(
             "--conns {conns} needs about {need} open files but the limit is {have}; \
              raise it (ulimit -n) or use fewer connections"
-        ));
-    }
-    Ok(())
-}
-
-/// glommio's io_uring rings need locked memory; fail early with a useful message.
-pub fn check_memlock() -> Result<(), String> {
-    let have = raise(libc::RLIMIT_MEMLOCK)?;
-    if have < MIN_MEMLOCK {
-        return Err(format!(
-            "the locked-memory limit (RLIMIT_MEMLOCK) is {} KiB; the io_uring engine needs at least {} KiB: \
-             run `ulimit -l 1024` (or set memlock in /etc/security/limits.conf) and retry",
-            have / 1024,
-            MIN_MEMLOCK / 1024
         ));
     }
     Ok(())

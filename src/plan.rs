@@ -208,8 +208,7 @@ fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
     Ok(d)
 }
 
-/// The CPUs this process may run on (respects `taskset` and cgroup cpusets, which
-/// glommio's own discovery ignores).
+/// The CPUs this process may run on (respects `taskset` and cgroup cpusets).
 pub fn allowed_cpus() -> Vec<usize> {
     let mut ids: Vec<usize> = core_affinity::get_core_ids()
         .unwrap_or_default()
@@ -371,7 +370,6 @@ impl Plan {
 
         let addrs = resolve(&target.host, target.port)?;
         limits::raise_nofile(args.conns).map_err(PlanError)?;
-        limits::check_memlock().map_err(PlanError)?;
 
         let (rendered, llm, llm_config) = match api {
             None => {

@@ -1186,8 +1186,8 @@ fn mock_with_a_full_queue_answers_503() {
     assert_eq!(ok + busy, 64);
 }
 
-/// glommio can lose a timer wake-up under CPU contention (see `src/wake.rs`); the mock must
-/// still start and stop every time (run it with two busy loops to make that likely).
+/// The mock must start and stop promptly every time, mid-request ones included (run it
+/// beside two busy loops to check it under CPU contention).
 #[test]
 fn mock_starts_and_stops_promptly_every_time() {
     let started = Instant::now();

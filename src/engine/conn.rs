@@ -8,14 +8,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::unix::io::AsRawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::llm::{BodyTap, LlmTracker};
-use super::poller::Stream;
 use super::shard::{Abort, Shard, Ticket};
 use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
+use crate::rt::{self, Stream};
 use crate::stats::{ErrorKind, Metric};
 
 /// A connection's own buffer, for what it received but could not parse yet (most often
@@ -30,9 +29,6 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Open loop: how late past the end of the run a request due before it may still be sent.
 const LATE_GRACE: Duration = Duration::from_millis(100);
-
-/// Longest single sleep, so that a sleeping connection notices an interrupted run promptly.
-const MAX_NAP: Duration = Duration::from_millis(100);
 
 /// A request written (or about to be written) on this connection, awaiting its response.
 #[derive(Clone, Copy, Debug)]
@@ -141,7 +137,10 @@ pub(crate) async fn run(shard: Rc<Shard>, idx: usize) {
         if c.window.is_empty() {
             break;
         }
-        if let Err(broken) = c.exchange().await {
+        // The shard cancels the exchange when a request times out or the run stops.
+        let shard = c.shard.clone();
+        let exchanged = shard.watches[idx].cancel.guard(c.exchange()).await;
+        if let Err(broken) = exchanged.unwrap_or_else(|why| Err(aborted(why))) {
             c.handle(broken).await;
         }
     }
@@ -263,12 +262,7 @@ impl Conn {
         let first = self.shard.preferred_addr.get();
         for k in 0..addrs.len() {
             let i = (first + k) % addrs.len();
-            let connected = Stream::connect(
-                &self.shard.poller,
-                addrs[i],
-                self.shard.setup.connect_timeout,
-            )
-            .await;
+            let connected = Stream::connect(addrs[i], self.shard.setup.connect_timeout).await;
             if let Ok(stream) = connected {
                 self.shard.preferred_addr.set(i);
                 let mut counters = self.shard.counters.borrow_mut();
@@ -280,8 +274,6 @@ impl Conn {
                 self.ever_connected = true;
                 self.backoff = BACKOFF_MIN;
                 self.served = 0;
-                self.watch().fired.set(None);
-                self.watch().fd.set(Some(stream.as_raw_fd()));
                 self.stream = Some(stream);
                 return Ok(());
             }
@@ -374,9 +366,6 @@ impl Conn {
                 Some(Ok(n)) => n,
                 Some(Err(e)) => return Err(self.io_failure(ErrorKind::Read, &e)),
             };
-            if let Some(why) = self.watch().fired.get() {
-                return Err(aborted(why));
-            }
             // One clock read per read: every response and token event it completes is
             // timed by it.
             self.read_at = self.clock();
@@ -482,9 +471,6 @@ impl Conn {
     /// The peer closed the connection: maybe that ends a close-delimited body; maybe it is an
     /// idle keep-alive connection the server let go of, and the requests go out again.
     fn eof(&mut self) -> Broken {
-        if let Some(why) = self.watch().fired.get() {
-            return aborted(why);
-        }
         self.read_at = self.clock();
         match self.parser.on_eof(&mut ()) {
             Ok(Some(head)) => {
@@ -497,9 +483,6 @@ impl Conn {
     }
 
     fn io_failure(&self, kind: ErrorKind, e: &io::Error) -> Broken {
-        if let Some(why) = self.watch().fired.get() {
-            return aborted(why);
-        }
         let nothing_yet = !self.parser.in_progress() && self.start == self.end;
         let reset = matches!(
             e.kind(),
@@ -543,9 +526,8 @@ impl Conn {
 
     /// Drop the connection and everything buffered for it.
     fn close(&mut self) {
-        self.watch().fd.set(None);
         self.watch().deadline.set(None);
-        self.watch().fired.set(None);
+        self.watch().cancel.reset();
         self.stream = None;
         self.start = 0;
         self.end = 0;
@@ -585,10 +567,9 @@ impl Conn {
         Ok(())
     }
 
-    /// Sleep until `at`, in naps short enough to notice an interrupted run.
+    /// Sleep until `at`, or until the run is interrupted.
     async fn sleep_until(&self, at: Instant) {
-        let stopping = || self.shard.stopping.get();
-        self.shard.poller.sleep_unless(at, MAX_NAP, stopping).await;
+        let _ = self.watch().cancel.guard(rt::sleep_until(at)).await;
     }
 }
 

@@ -2,15 +2,13 @@
 //! share of the work, and reports a `Snapshot` every interval.
 
 use std::cell::{Cell, RefCell};
-use std::os::unix::io::RawFd;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use glommio::sync::Semaphore;
 
-use super::poller::{self, Poller};
 use super::{conn, interrupted, ShardSetup};
+use crate::rt::{self, sync::Cancel, sync::Semaphore};
 use crate::schedule::Schedule;
 use crate::stats::{Counters, Hists, Snapshot};
 
@@ -25,27 +23,12 @@ pub(crate) enum Abort {
 
 /// What the shard knows about one of its connections, so that it can time it out without
 /// a timer per request: the connection writes its deadline here, the shard's ticker
-/// sweeps all deadlines a few times per timeout and shuts the socket down when one has
-/// passed. The connection's pending read then ends, and it reads `fired` to learn why.
+/// sweeps all deadlines a few times per timeout and cancels the connection's exchange when
+/// one has passed (or when the run is interrupted), which wakes it wherever it waits.
 #[derive(Default)]
 pub(crate) struct Watch {
-    pub fd: Cell<Option<RawFd>>,
     pub deadline: Cell<Option<Instant>>,
-    pub fired: Cell<Option<Abort>>,
-}
-
-impl Watch {
-    fn fire(&self, why: Abort) {
-        if self.fired.get().is_none() {
-            self.fired.set(Some(why));
-            if let Some(fd) = self.fd.get() {
-                // SAFETY: the fd belongs to a live stream owned by the connection task on this
-                // thread (it clears `fd` before dropping the stream). shutdown(2) wakes its
-                // pending read or write without closing the descriptor.
-                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-            }
-        }
-    }
+    pub cancel: Cancel<Abort>,
 }
 
 /// A request the shard has allowed a connection to send.
@@ -64,8 +47,6 @@ const RBUF: usize = 64 * 1024;
 /// The shard's state, shared by its connection tasks and its ticker (one thread: `Rc`).
 pub(crate) struct Shard {
     pub setup: ShardSetup,
-    /// Readiness of this shard's sockets.
-    pub poller: Rc<Poller>,
     pub start: Instant,
     /// When to stop sending, for duration runs.
     pub end: Option<Instant>,
@@ -82,6 +63,8 @@ pub(crate) struct Shard {
     next_template: Cell<u32>,
     /// Interrupted: start nothing new.
     pub stopping: Cell<bool>,
+    /// Every connection is done and the last snapshot is sent.
+    finished: Cell<bool>,
     /// Index in `setup.addrs` of the address that last accepted a connection.
     pub preferred_addr: Cell<usize>,
     tx: Sender<Snapshot>,
@@ -150,7 +133,7 @@ impl Shard {
     /// Wait for room under `--max-in-flight`; false if the run stopped meanwhile.
     pub async fn admit(&self) -> bool {
         match &self.cap {
-            Some(cap) => cap.acquire(1).await.is_ok() && !self.stopping.get(),
+            Some(cap) => cap.acquire().await && !self.stopping.get(),
             None => !self.stopping.get(),
         }
     }
@@ -158,7 +141,7 @@ impl Shard {
     /// `n` requests are no longer in flight.
     pub fn release(&self, n: u64) {
         if let Some(cap) = &self.cap {
-            cap.signal(n);
+            cap.release(n);
         }
     }
 
@@ -195,15 +178,8 @@ impl Shard {
     }
 }
 
-pub(crate) async fn run(
-    setup: ShardSetup,
-    poller: Rc<Poller>,
-    start: Instant,
-    tx: Sender<Snapshot>,
-) {
-    glommio::spawn_local(poller::drive(poller.clone())).detach();
+pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>) {
     let shard = Rc::new(Shard {
-        poller,
         end: setup.run_for.map(|d| start + d),
         counters: RefCell::new(Counters::default()),
         hists: RefCell::new(Hists::new(&setup.metrics)),
@@ -217,6 +193,7 @@ pub(crate) async fn run(
         cap: setup.max_in_flight.map(Semaphore::new),
         next_template: Cell::new(0),
         stopping: Cell::new(false),
+        finished: Cell::new(false),
         preferred_addr: Cell::new(0),
         tx,
         seq: Cell::new(0),
@@ -225,17 +202,15 @@ pub(crate) async fn run(
         start,
         setup,
     });
-    let done = Rc::new(Cell::new(false));
-    let poller = &shard.poller;
-    glommio::spawn_local(poller.clone().tracked(ticker(shard.clone(), done.clone()))).detach();
-
+    // The ticker is dropped with the runtime once the connections are done.
+    rt::spawn(ticker(shard.clone())).detach();
     let tasks: Vec<_> = (0..shard.setup.conns)
-        .map(|i| glommio::spawn_local(poller.clone().tracked(conn::run(shard.clone(), i))).detach())
+        .map(|i| rt::spawn(conn::run(shard.clone(), i)))
         .collect();
     for t in tasks {
         t.await;
     }
-    done.set(true);
+    shard.finished.set(true);
     let now = Instant::now();
     shard.roll(now);
     shard.send_snapshot(now - shard.start, true);
@@ -243,7 +218,7 @@ pub(crate) async fn run(
 
 /// Every few milliseconds: time out overdue requests and notice Ctrl-C. Every interval:
 /// send a snapshot. Deadlines are absolute so that intervals do not drift.
-async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>) {
+async fn ticker(shard: Rc<Shard>) {
     let setup = &shard.setup;
     // A sweep every 1/20 of the timeout keeps timeouts within 5% without a timer per request.
     let tick = (setup.timeout / 20).clamp(Duration::from_millis(1), Duration::from_millis(50));
@@ -252,9 +227,9 @@ async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>) {
         let wake = next_sweep.min(shard.next_snapshot.get());
         let now = Instant::now();
         if wake > now {
-            shard.poller.sleep_until(wake).await;
+            rt::sleep_until(wake).await;
         }
-        if done.get() {
+        if shard.finished.get() {
             return;
         }
         let now = Instant::now();
@@ -264,13 +239,13 @@ async fn ticker(shard: Rc<Shard>, done: Rc<Cell<bool>>) {
                 cap.close();
             }
             for w in &shard.watches {
-                w.fire(Abort::Stop);
+                w.cancel.fire(Abort::Stop);
             }
         }
         if now >= next_sweep {
             for w in &shard.watches {
                 if w.deadline.get().is_some_and(|d| now >= d) {
-                    w.fire(Abort::Timeout);
+                    w.cancel.fire(Abort::Timeout);
                 }
             }
             while next_sweep <= now {

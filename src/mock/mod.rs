@@ -1,6 +1,7 @@
-//! `blast mock`: a thread-per-core fake LLM upstream (Ollama and OpenAI APIs) on glommio.
+//! `blast mock`: a thread-per-core fake LLM upstream (Ollama and OpenAI APIs) on blast's
+//! runtime (`crate::rt`).
 //!
-//! One executor per CPU, each with its own SO_REUSEPORT listener on the same port, so the
+//! One pinned runtime thread per CPU, each with its own SO_REUSEPORT listener on the same port, so the
 //! kernel spreads connections and the request path shares nothing but relaxed atomics.
 //! Responses are pre-rendered where possible; with zero delays a whole stream is one write.
 
@@ -14,12 +15,13 @@ mod tests;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
-use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
+use socket2::{Domain, Socket, Type};
+
+use crate::rt::{self, Pinned};
 
 use render::CannedSet;
 use stats::{Admission, Shared};
@@ -209,69 +211,18 @@ impl MockArgs {
     }
 }
 
-fn check(r: libc::c_int) -> io::Result<()> {
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
 /// A listening socket with SO_REUSEPORT, so every core can have its own on one port.
-fn reuseport_listener(addr: SocketAddr) -> io::Result<OwnedFd> {
-    let domain = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
-    // SAFETY: plain socket calls; every pointer is to a live local of the stated size.
-    unsafe {
-        let fd = libc::socket(domain, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
-        check(fd)?;
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
-            check(libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                &one as *const libc::c_int as *const libc::c_void,
-                size_of::<libc::c_int>() as libc::socklen_t,
-            ))?;
-        }
-        match addr {
-            SocketAddr::V4(a) => {
-                let mut sa: libc::sockaddr_in = std::mem::zeroed();
-                sa.sin_family = libc::AF_INET as libc::sa_family_t;
-                sa.sin_port = a.port().to_be();
-                sa.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-                check(libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const libc::sockaddr_in as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                ))?;
-            }
-            SocketAddr::V6(a) => {
-                let mut sa: libc::sockaddr_in6 = std::mem::zeroed();
-                sa.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-                sa.sin6_port = a.port().to_be();
-                sa.sin6_addr.s6_addr = a.ip().octets();
-                sa.sin6_flowinfo = a.flowinfo();
-                sa.sin6_scope_id = a.scope_id();
-                check(libc::bind(
-                    fd.as_raw_fd(),
-                    &sa as *const libc::sockaddr_in6 as *const libc::sockaddr,
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                ))?;
-            }
-        }
-        check(libc::listen(fd.as_raw_fd(), 4096))?;
-        Ok(fd)
-    }
+fn reuseport_listener(addr: SocketAddr) -> io::Result<Socket> {
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.set_reuse_address(true)?;
+    sock.set_reuse_port(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    Ok(sock)
 }
 
 /// Binds `n` listeners on one port, resolving port 0 once.
-fn bind_all(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<OwnedFd>), MockError> {
+fn bind_all(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<Socket>), MockError> {
     // A plain (non-reuseport) bind first: it fails if anyone listens there, where
     // SO_REUSEPORT alone would silently share the port with another reuseport server
     // of the same user (a second `blast mock`, say). It also resolves port 0.
@@ -288,21 +239,18 @@ fn bind_all(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<OwnedFd>), Mo
     Ok((resolved, fds))
 }
 
-/// Mock executor threads are named after this (glommio appends a number).
+/// Mock threads are named after this, with their index.
 const MOCK_THREAD: &str = "blast-mock";
 
 /// A running mock server. Dropping it stops it too (ignoring errors).
 pub struct MockServer {
     addr: SocketAddr,
     shared: Arc<Shared>,
-    handles: Vec<ExecutorJoinHandle<()>>,
+    threads: Vec<Pinned<()>>,
 }
 
-/// How often the cores are kicked while stopping (see `crate::wake`).
-const KICK_EVERY: Duration = Duration::from_millis(200);
-
 impl MockServer {
-    /// Binds, starts one executor per CPU of `cfg.cpus`, and returns once all accept.
+    /// Binds, starts one runtime thread per CPU of `cfg.cpus`, and returns once all accept.
     /// Every core listens on the same port (port 0 is resolved once, first); a port
     /// already in use is `MockError::Bind`. Raises the soft RLIMIT_NOFILE to the hard one.
     pub fn start(cfg: MockConfig) -> Result<MockServer, MockError> {
@@ -312,58 +260,52 @@ impl MockServer {
         // A server needs one fd per connection: take what the hard limit allows.
         crate::limits::raise_nofile_soft();
         let n = cfg.cpus.len();
-        let (addr, fds) = bind_all(cfg.listen, n)?;
+        let (addr, socks) = bind_all(cfg.listen, n)?;
         let mut cfg = cfg;
         cfg.listen = addr;
         let cfg = Arc::new(cfg);
         let admission = cfg.parallel.map(|p| Admission::new(p, cfg.max_queue));
         let shared = Arc::new(Shared::new(n, admission));
         let canned = Arc::new(CannedSet::build(&cfg));
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let work = cfg
+            .cpus
+            .iter()
+            .zip(socks)
+            .enumerate()
+            .map(|(idx, (&cpu, sock))| {
+                let (cfg, shared, canned) = (cfg.clone(), shared.clone(), canned.clone());
+                let ready = ready_tx.clone();
+                let main = move || server::core_main(idx, sock, cfg, shared, canned, ready);
+                (cpu, main)
+            })
+            .collect();
+        drop(ready_tx);
         let mut server = MockServer {
             addr,
-            shared: shared.clone(),
-            handles: Vec::with_capacity(n),
+            shared,
+            threads: Vec::new(),
         };
-        let (ready_tx, ready_rx) = mpsc::channel();
-        for (idx, (&cpu, fd)) in cfg.cpus.iter().zip(fds).enumerate() {
-            let (cfg, shared, canned, ready) = (
-                cfg.clone(),
-                shared.clone(),
-                canned.clone(),
-                ready_tx.clone(),
-            );
-            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-                .name(MOCK_THREAD)
-                .io_memory(64 << 10)
-                .spawn(move || server::core_main(idx, fd, cfg, shared, canned, ready));
-            match spawned {
-                Ok(h) => server.handles.push(h),
-                Err(e) => {
-                    let _ = server.shutdown();
-                    return Err(MockError::Executor(format!("cpu {cpu}: {e}")));
-                }
+        let failed = match rt::start_pinned(MOCK_THREAD, work) {
+            Ok(threads) => {
+                server.threads = threads;
+                // Each core says whether it listens; one that died says nothing (its sender
+                // is gone with it).
+                (0..n).find_map(|_| match ready_rx.recv() {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e),
+                    Err(_) => Some("a core did not start".to_string()),
+                })
+            }
+            Err(e) => Some(e.to_string()),
+        };
+        match failed {
+            None => Ok(server),
+            Some(e) => {
+                let _ = server.shutdown();
+                Err(MockError::Executor(e))
             }
         }
-        drop(ready_tx);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        let mut started = 0;
-        while started < n {
-            match ready_rx.recv_timeout(Duration::from_millis(200)) {
-                Ok(_) => started += 1,
-                // glommio may have lost a wake-up (see `crate::wake`): kick and keep waiting.
-                Err(mpsc::RecvTimeoutError::Timeout) if std::time::Instant::now() < deadline => {
-                    crate::wake::kick_threads(MOCK_THREAD)
-                }
-                // A core whose executor failed to build drops its sender without a word.
-                Err(_) => {
-                    return Err(match server.shutdown() {
-                        Err(e) => e,
-                        Ok(()) => MockError::Executor("a core did not start".into()),
-                    });
-                }
-            }
-        }
-        Ok(server)
     }
 
     /// The bound address (with the real port when asked for port 0).
@@ -385,22 +327,11 @@ impl MockServer {
     }
 
     fn shutdown(&mut self) -> Result<(), MockError> {
-        self.shared.stop.store(true, Ordering::Relaxed);
-        // Joining cannot time out, so a kicker wakes the cores until they are all gone, in
-        // case glommio lost a wake-up before a core's poller took over.
-        let kicker = crate::wake::Kicker::start(MOCK_THREAD, KICK_EVERY);
-        let result = self.join_all();
-        drop(kicker);
-        result
-    }
-
-    fn join_all(&mut self) -> Result<(), MockError> {
+        self.shared.stop_all();
         let mut result = Ok(());
-        for h in self.handles.drain(..) {
-            if let Err(e) = h.join() {
-                if result.is_ok() {
-                    result = Err(MockError::Executor(e.to_string()));
-                }
+        for t in self.threads.drain(..) {
+            if let (Err(e), true) = (t.join(), result.is_ok()) {
+                result = Err(MockError::Executor(e));
             }
         }
         result

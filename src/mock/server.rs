@@ -1,11 +1,9 @@
 //! One core's runtime: the accept loop, connections, pacing, and shutdown.
 
-use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::cell::Cell;
 use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -14,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::future::or;
+use socket2::Socket;
 
 use super::api::{parse_gen, Reject};
 use super::http::{
@@ -26,20 +25,13 @@ use super::render::{
 };
 use super::stats::{Admission, CoreStats, Route, Shared, Waiters};
 use super::MockConfig;
-use crate::engine::poller::{self, Listener, Poller, Stream};
+use crate::rt::{self, Listener, Stream};
 
-/// How often an executor looks at the stop flag, and the longest uninterrupted sleep, so
-/// `stop()` is noticed within this even by a request pacing a long `--ttft`.
-const STOP_POLL: Duration = Duration::from_millis(20);
-/// Grace for connection tasks to unwind after their sockets are shut down.
-const DRAIN_GRACE: Duration = Duration::from_millis(500);
 /// A task that can run without waiting (a fast stream) lets the poller look at sockets and
 /// timers at least this often.
 const SLICE: Duration = Duration::from_millis(1);
 /// Sleeps at least this long also watch for the client going away.
 const PEER_WATCH_MIN: Duration = Duration::from_millis(20);
-/// Cross-core slot hand-off latency bound for `--parallel` (see `Waiters`).
-const QUEUE_POLL: Duration = Duration::from_millis(1);
 const READ_INIT: usize = 8 << 10;
 const OUT_INIT: usize = 8 << 10;
 /// Buffers grown past this by a large request or response are given back afterwards.
@@ -49,16 +41,11 @@ const FLUSH_AT: usize = 64 << 10;
 
 pub(crate) struct Core {
     idx: usize,
-    /// Readiness of this core's sockets, and its timers (see `engine::poller`).
-    poller: Rc<Poller>,
     cfg: Arc<MockConfig>,
     shared: Arc<Shared>,
     canned: Arc<CannedSet>,
     rng: Cell<u64>,
     next_id: Cell<u64>,
-    /// Open connections, so stop can shutdown(2) them and wake their pending reads/writes.
-    conns: RefCell<HashMap<u64, RawFd>>,
-    next_conn: Cell<u64>,
     waiters: Waiters,
 }
 
@@ -121,107 +108,67 @@ impl Core {
             }
         }
     }
-
-    fn shutdown_conns(&self) {
-        for &fd in self.conns.borrow().values() {
-            // SAFETY: the fd is open: connections unregister before closing it.
-            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
-        }
-    }
 }
 
-/// Sleeps until `deadline` in slices of at most `STOP_POLL`, failing once stop is asked.
-async fn sleep_until(core: &Core, deadline: Instant) -> io::Result<()> {
-    let slept = core
-        .poller
-        .sleep_unless(deadline, STOP_POLL, || core.stopping());
-    if slept.await {
-        Ok(())
-    } else {
-        Err(stopped())
-    }
-}
-
-/// The executor's root future: returns (ending the executor) once stop is asked and the
-/// connections are gone.
+/// The core's root task: serves until stop is asked, then returns, and the runtime drops
+/// every connection where it stands (mid-stream ones too).
 pub(crate) async fn core_main(
     idx: usize,
-    fd: OwnedFd,
+    sock: Socket,
     cfg: Arc<MockConfig>,
     shared: Arc<Shared>,
     canned: Arc<CannedSet>,
-    ready: mpsc::Sender<usize>,
+    ready: mpsc::Sender<Result<(), String>>,
 ) {
-    // Without a poller or a listener the core cannot serve: it returns without saying
-    // ready, and `MockServer::start` reports that a core did not start.
-    let Ok(poller) = Poller::new() else {
-        return;
+    let listener = match Listener::new(sock) {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = ready.send(Err(format!("core {idx} cannot accept: {e}")));
+            return;
+        }
     };
-    let Ok(listener) = Listener::new(&poller, fd) else {
-        return;
-    };
-    glommio::spawn_local(poller::drive(poller.clone())).detach();
     let seed = cfg.seed ^ (idx as u64).wrapping_mul(0xa076_1d64_78bd_642f);
     let core = Rc::new(Core {
         idx,
-        poller: poller.clone(),
         cfg,
         shared,
         canned,
         rng: Cell::new(seed),
         next_id: Cell::new(0),
-        conns: RefCell::new(HashMap::new()),
-        next_conn: Cell::new(0),
         waiters: Waiters::default(),
     });
-    let _ = ready.send(idx);
+    let _ = ready.send(Ok(()));
     drop(ready);
-    poller.tracked(serve_until_stopped(core, listener)).await;
-}
-
-async fn serve_until_stopped(core: Rc<Core>, listener: Listener) {
-    let watch = async {
-        while !core.stopping() {
-            nap(&core, STOP_POLL).await;
+    // The doorbell rings for stop, and when a `--parallel` slot was released on any core.
+    let bell = async {
+        loop {
+            core.shared.bells[idx].wait().await;
+            if core.stopping() {
+                return;
+            }
+            core.waiters.wake_ready(&core.shared, false);
         }
     };
-    or(accept_loop(&core, listener), watch).await;
-
-    // The listener is closed (dropped with the accept loop). Wake everything still running:
-    // shutdown(2) makes pending reads return 0 and writes fail; sleepers see the flag.
-    core.shutdown_conns();
-    if let Some(adm) = &core.shared.admission {
-        core.waiters.wake_ready(adm, true);
-    }
-    let give_up = Instant::now() + DRAIN_GRACE;
-    while !core.conns.borrow().is_empty() && Instant::now() < give_up {
-        nap(&core, Duration::from_millis(2)).await;
-    }
+    or(accept_loop(&core, listener), bell).await;
+    // Waiters for a slot end with an error rather than being dropped unserved.
+    core.waiters.wake_ready(&core.shared, true);
 }
 
-async fn nap(core: &Core, d: Duration) {
-    core.poller.sleep_until(Instant::now() + d).await
-}
-
-/// Run `task` on this core as one of its tracked tasks (see `engine::poller`).
-fn spawn(core: &Rc<Core>, task: impl Future<Output = ()> + 'static) {
-    glommio::spawn_local(core.poller.clone().tracked(task)).detach();
+fn spawn(task: impl Future<Output = ()> + 'static) {
+    rt::spawn(task).detach();
 }
 
 async fn accept_loop(core: &Rc<Core>, listener: Listener) {
     loop {
         match listener.accept().await {
-            Ok(stream) => spawn(core, serve(core.clone(), stream)),
+            Ok(stream) => spawn(serve(core.clone(), stream)),
             // Out of fds and the like: back off instead of spinning on the error.
-            Err(_) => nap(core, Duration::from_millis(10)).await,
+            Err(_) => rt::sleep(Duration::from_millis(10)).await,
         }
     }
 }
 
 async fn serve(core: Rc<Core>, stream: Stream) {
-    let id = core.next_conn.get();
-    core.next_conn.set(id + 1);
-    core.conns.borrow_mut().insert(id, stream.as_raw_fd());
     let mut conn = Conn {
         stream,
         buf: vec![0; READ_INIT],
@@ -238,9 +185,6 @@ async fn serve(core: Rc<Core>, stream: Stream) {
     if !core.stopping() {
         let _ = conn.run(&core).await;
     }
-    // Unregister before the fd is closed, so stop never shuts down a reused fd number.
-    core.conns.borrow_mut().remove(&id);
-    drop(conn);
 }
 
 enum Next {
@@ -383,12 +327,6 @@ impl Ticket<'_> {
     }
 }
 
-fn ensure_poller(core: &Rc<Core>) {
-    if !core.waiters.poller_running.replace(true) {
-        spawn(core, poll_waiters(core.clone()));
-    }
-}
-
 impl Future for Ticket<'_> {
     type Output = io::Result<()>;
 
@@ -405,7 +343,6 @@ impl Future for Ticket<'_> {
             .map
             .borrow_mut()
             .insert(self.ticket, Some(cx.waker().clone()));
-        ensure_poller(core);
         Poll::Pending
     }
 }
@@ -415,15 +352,13 @@ impl Drop for Ticket<'_> {
         let (core, adm) = (self.core, self.adm);
         if self.admitted {
             adm.release();
-            core.waiters.wake_ready(adm, false);
+            // This core's waiters at once, the other cores' through their doorbells.
+            core.waiters.wake_ready(&core.shared, false);
+            core.shared.ring_all();
             return;
         }
         core.waiters.map.borrow_mut().insert(self.ticket, None);
-        core.waiters.wake_ready(adm, core.stopping());
-        // No new task while stopping: the executor may be tearing down.
-        if !core.stopping() && !core.waiters.map.borrow().is_empty() {
-            ensure_poller(core);
-        }
+        core.waiters.wake_ready(&core.shared, core.stopping());
     }
 }
 
@@ -441,21 +376,6 @@ async fn peer_gone(stream: &Stream) -> io::Result<()> {
     }
 }
 
-/// Notices slots released on other cores; runs only while this core has waiters.
-async fn poll_waiters(core: Rc<Core>) {
-    let Some(adm) = core.shared.admission.as_ref() else {
-        return;
-    };
-    loop {
-        nap(&core, QUEUE_POLL).await;
-        core.waiters.wake_ready(adm, core.stopping());
-        if core.waiters.map.borrow().is_empty() {
-            core.waiters.poller_running.set(false);
-            return;
-        }
-    }
-}
-
 impl Conn {
     async fn run(&mut self, core: &Rc<Core>) -> io::Result<()> {
         loop {
@@ -469,13 +389,13 @@ impl Conn {
                         return Ok(());
                     }
                 }
-                Next::Continue => core.poller.yield_if_needed(SLICE).await,
+                Next::Continue => rt::yield_if_needed(SLICE).await,
                 Next::Close => return self.flush_and_close().await,
                 Next::Generate(spec, mode, http10) => {
                     if self.generate(core, spec, mode, http10).await? {
                         return self.flush_and_close().await;
                     }
-                    core.poller.yield_if_needed(SLICE).await;
+                    rt::yield_if_needed(SLICE).await;
                 }
             }
         }
@@ -594,7 +514,7 @@ impl Conn {
     }
 
     /// Waits for `deadline`, first sending what is buffered; never sleeps when it has passed.
-    async fn pace(&mut self, core: &Core, deadline: Instant) -> io::Result<()> {
+    async fn pace(&mut self, deadline: Instant) -> io::Result<()> {
         let now = Instant::now();
         if now >= deadline {
             return Ok(());
@@ -603,9 +523,14 @@ impl Conn {
         // Watching costs a peeking recv per sleep: not worth it for short token gaps,
         // where the next write notices a closed client soon enough.
         if deadline - now < PEER_WATCH_MIN {
-            return sleep_until(core, deadline).await;
+            rt::sleep_until(deadline).await;
+            return Ok(());
         }
-        or(sleep_until(core, deadline), peer_gone(&self.stream)).await
+        let slept = async {
+            rt::sleep_until(deadline).await;
+            Ok(())
+        };
+        or(slept, peer_gone(&self.stream)).await
     }
 
     /// Produces a generation response; true when the connection must close after it.
@@ -682,7 +607,7 @@ impl Conn {
             let mut first_at = None;
             let w = WORDS.len();
             for i in 0..spec.tokens {
-                self.pace(core, deadline(t_gen, ttft, step, i)).await?;
+                self.pace(deadline(t_gen, ttft, step, i)).await?;
                 if i == 0 {
                     first_at = Some(Instant::now());
                     // OpenAI chat's role-only chunk, empty for the other APIs.
@@ -694,12 +619,11 @@ impl Conn {
                 stats.add_tokens(1);
                 if self.out.len() >= FLUSH_AT {
                     self.flush().await?;
-                    core.poller.yield_if_needed(SLICE).await;
+                    rt::yield_if_needed(SLICE).await;
                 }
             }
             // The final object comes one decode step after the last token, like an EOS.
-            self.pace(core, deadline(t_gen, ttft, step, spec.tokens))
-                .await?;
+            self.pace(deadline(t_gen, ttft, step, spec.tokens)).await?;
             let t_end = Instant::now();
             let t_first = first_at.unwrap_or(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
@@ -715,8 +639,7 @@ impl Conn {
                 core.cfg.no_done,
             );
         } else {
-            self.pace(core, deadline(t_gen, ttft, step, spec.tokens))
-                .await?;
+            self.pace(deadline(t_gen, ttft, step, spec.tokens)).await?;
             let t_end = Instant::now();
             let t_first = deadline(t_gen, ttft, step, 0).min(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);

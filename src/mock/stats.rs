@@ -3,10 +3,12 @@
 //! Every counter has exactly one writer (its core), so updates are a relaxed load plus a
 //! relaxed store rather than a locked read-modify-write; `/metrics` sums all cores.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::task::Waker;
+
+use crate::rt::sync::Doorbell;
 
 /// Routes get a fixed label set so `/metrics` cardinality stays bounded whatever the
 /// clients send: every unknown path is counted as `other`.
@@ -141,13 +143,28 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub cores: Box<[CoreStats]>,
     pub admission: Option<Admission>,
+    /// One per core: rung to stop it, and when a `--parallel` slot is released elsewhere.
+    pub bells: Box<[Doorbell]>,
 }
 
 impl Shared {
+    /// Ask every core to stop.
+    pub(crate) fn stop_all(&self) {
+        self.stop.store(true, Relaxed);
+        self.ring_all();
+    }
+
+    pub(crate) fn ring_all(&self) {
+        for bell in &self.bells {
+            bell.ring();
+        }
+    }
+
     pub(crate) fn new(ncores: usize, admission: Option<Admission>) -> Shared {
         Shared {
             stop: AtomicBool::new(false),
             cores: (0..ncores).map(|_| CoreStats::default()).collect(),
+            bells: (0..ncores).map(|_| Doorbell::default()).collect(),
             admission,
         }
     }
@@ -204,23 +221,25 @@ impl Admission {
     }
 }
 
-/// A core's waiting tickets. Releases on this core wake the ready ones at once; releases
-/// on other cores are noticed by a poller task that ticks every millisecond while anyone
-/// waits here (glommio has no cheap cross-thread wakeup).
+/// A core's waiting tickets. A release on any core rings every core's doorbell, and each
+/// core then wakes its waiters whose turn has come.
 ///
 /// A ticket whose client went away stays here as `None` until its turn, and is released
 /// then: releasing it early would let a later ticket run beside the ones before it.
 #[derive(Default)]
 pub(crate) struct Waiters {
     pub map: RefCell<BTreeMap<u64, Option<Waker>>>,
-    pub poller_running: Cell<bool>,
 }
 
 impl Waiters {
     /// Wakes every waiter that may now run (all of them when stopping), and releases the
-    /// abandoned tickets whose turn has come.
-    pub(crate) fn wake_ready(&self, adm: &Admission, stopping: bool) {
+    /// abandoned tickets whose turn has come (telling the other cores).
+    pub(crate) fn wake_ready(&self, shared: &Shared, stopping: bool) {
+        let Some(adm) = &shared.admission else {
+            return;
+        };
         let mut ready = Vec::new();
+        let mut released = false;
         {
             let mut map = self.map.borrow_mut();
             // may_run reads `released` afresh, so releasing an abandoned ticket lets the
@@ -231,9 +250,15 @@ impl Waiters {
                 }
                 match entry.remove() {
                     Some(w) => ready.push(w),
-                    None => adm.release(),
+                    None => {
+                        adm.release();
+                        released = true;
+                    }
                 }
             }
+        }
+        if released {
+            shared.ring_all();
         }
         for w in ready {
             w.wake();

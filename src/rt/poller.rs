@@ -1,40 +1,27 @@
-//! Socket readiness for one shard through one edge-triggered epoll instance.
+//! Socket readiness for one thread through one edge-triggered epoll instance.
 //!
-//! glommio 0.9 waits for a socket by arming an io_uring poll on it, one per wait. On a
-//! busy shard that poll completes while the shard's thread is running, and io_uring then
-//! delivers the completion as task work with a signal, an inter-processor interrupt to
-//! the shard's CPU for nearly every response (`RES` in /proc/interrupts: 0.5-0.8 per
-//! request at 100 connections; wrk: 0). The rings glommio creates cannot ask for
-//! `IORING_SETUP_COOP_TASKRUN`, which would avoid it.
+//! Each socket is registered once (edge-triggered, no `epoll_ctl` per request) with a slot
+//! that records what the kernel last said (readable, writable, hung up) and which task
+//! waits on it. A socket call that would block clears the bit and the task waits for the
+//! next edge. The runtime's loop collects events here, as the one place it blocks, with
+//! the deadline of its earliest timer as the timeout.
 //!
-//! epoll does not interrupt a running thread: a readiness event only queues the socket on
-//! the ready list. So each shard registers its sockets once (edge-triggered, no
-//! `epoll_ctl` per request), its poller task collects events with a non-blocking
-//! `epoll_wait` and wakes the connections they belong to.
-//!
-//! The poller also keeps the shard's timers (send times, connect timeouts, the ticker),
-//! because of what parking costs: glommio parks by arming and cancelling io_uring
-//! timeouts, linking its rings and issuing a membarrier, about 30 us of CPU per park here.
-//! An open loop at 20k req/s parks once per send, so that was most of its 46 us per
-//! request. Every task of the shard is tracked (`tracked`): when a whole turn of the run
-//! queue passes in which none of them ran, nothing is ready and no timer is due, the
-//! poller blocks in one `epoll_pwait2` until the next event or timer (20 ms at most), and
-//! glommio never needs to park.
+//! The same epoll set holds the runtime's eventfd, so a wake-up from another thread ends
+//! the wait too.
 
 use std::cell::{Cell, RefCell};
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::pin::{pin, Pin};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures_lite::future;
 use socket2::{Domain, Protocol, Socket, Type};
+
+use super::timer::{self, Timers};
 
 /// Readiness bits of a slot. `HUP` (hang-up, error, peer shut down) is sticky: it
 /// satisfies every wait, because the syscall then reports what happened.
@@ -42,16 +29,8 @@ const IN: u8 = 1;
 const OUT: u8 = 2;
 const HUP: u8 = 4;
 
-/// The longest the poller blocks at once: well within glommio's preemption timer (100 ms),
-/// which keeps running while the thread is blocked here.
-const MAX_BLOCK: Duration = Duration::from_millis(20);
-
-/// Events collected per `epoll_wait`.
-const BATCH: usize = 256;
-
-/// Rebuild the timer heap when it holds this many times more entries than live timers
-/// (cancelled ones are dropped lazily).
-const TIMER_SLACK_FACTOR: usize = 4;
+/// The epoll token of the runtime's eventfd (socket slots are u32).
+const REMOTE: u64 = u64::MAX;
 
 #[derive(Default)]
 struct Slot {
@@ -65,72 +44,88 @@ pub(crate) struct Poller {
     epfd: OwnedFd,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
-    timers: RefCell<Timers>,
-    /// Polls of the shard's tracked tasks so far.
-    progress: Cell<u64>,
-    /// When the poller task last ran (see `yield_if_needed`).
-    last_turn: Cell<Instant>,
+    pub timers: Timers,
     /// `epoll_pwait2` (Linux 5.11) works; otherwise block with millisecond timeouts.
     fine_timeouts: Cell<bool>,
 }
 
-/// A timer heap with lazy cancellation: an entry is live while its slot's generation
-/// matches the one it was queued with.
-#[derive(Default)]
-struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, u32, u32)>>,
-    slots: Vec<TimerSlot>,
-    free: Vec<u32>,
+/// What one `dispatch` saw.
+pub(crate) struct Woke {
+    /// Another thread queued tasks (the eventfd fired).
+    pub remote: bool,
+    /// The call may have blocked: the clock has moved.
+    pub waited: bool,
 }
 
-impl Timers {
-    /// Timers queued and not dropped yet.
-    fn live(&self) -> usize {
-        self.slots.len() - self.free.len()
+/// Write the eventfd: the thread blocked on its epoll set wakes up.
+pub(crate) fn ring(efd: &OwnedFd) {
+    let one: u64 = 1;
+    // SAFETY: writes 8 bytes from a live u64 to an eventfd. It cannot fail short of the
+    // counter overflowing, which `drain` prevents.
+    unsafe { libc::write(efd.as_raw_fd(), (&one as *const u64).cast(), 8) };
+}
+
+/// Reset the eventfd's counter (non-blocking: nothing to read is fine).
+pub(crate) fn drain(efd: &OwnedFd) {
+    let mut n: u64 = 0;
+    // SAFETY: reads at most 8 bytes into a live u64.
+    unsafe { libc::read(efd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+}
+
+fn check(r: libc::c_int) -> io::Result<libc::c_int> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r)
     }
-}
-
-/// A free slot of `slots`: one of `free` as it was left, or a new default one.
-fn take_slot<T: Default>(slots: &mut Vec<T>, free: &mut Vec<u32>) -> u32 {
-    free.pop().unwrap_or_else(|| {
-        slots.push(T::default());
-        (slots.len() - 1) as u32
-    })
-}
-
-#[derive(Default)]
-struct TimerSlot {
-    generation: u32,
-    waker: Option<Waker>,
 }
 
 impl Poller {
-    pub fn new() -> io::Result<Rc<Poller>> {
-        // SAFETY: plain syscall; the descriptor is owned below.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
+    /// A new epoll set with an eventfd in it; the eventfd is returned for the remote queue.
+    pub fn new() -> io::Result<(Rc<Poller>, OwnedFd)> {
+        // SAFETY: plain syscalls; each descriptor is owned at once.
+        let epfd =
+            unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        let efd = unsafe {
+            OwnedFd::from_raw_fd(check(libc::eventfd(
+                0,
+                libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
+            ))?)
+        };
+        let mut ev = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+            u64: REMOTE,
+        };
+        // SAFETY: both descriptors are open; `ev` outlives the call.
+        check(unsafe {
+            libc::epoll_ctl(
+                epfd.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                efd.as_raw_fd(),
+                &mut ev,
+            )
+        })?;
         // Timers of this thread fire when due, not up to 50 us later (the default slack).
-        // SAFETY: plain prctl on the calling (shard) thread.
+        // SAFETY: plain prctl on the calling thread.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
-        Ok(Rc::new(Poller {
-            // SAFETY: `fd` is a fresh descriptor nothing else owns.
-            epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+        let poller = Poller {
+            epfd,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
-            timers: RefCell::new(Timers::default()),
-            progress: Cell::new(0),
-            last_turn: Cell::new(Instant::now()),
+            timers: Timers::default(),
             fine_timeouts: Cell::new(true),
-        }))
+        };
+        Ok((Rc::new(poller), efd))
     }
 
-    /// Add a socket that is not connected yet: no readiness until its first event.
+    /// Add a socket: no readiness until its first event.
     fn register(&self, fd: RawFd) -> io::Result<u32> {
         let id = {
             let mut slots = self.slots.borrow_mut();
-            let id = take_slot(&mut slots, &mut self.free.borrow_mut());
+            let id = self.free.borrow_mut().pop().unwrap_or_else(|| {
+                slots.push(Slot::default());
+                (slots.len() - 1) as u32
+            });
             // Whatever was recorded on a reused slot is forgotten.
             slots[id as usize] = Slot::default();
             id
@@ -153,19 +148,29 @@ impl Poller {
     /// Forget a slot. Its socket is closed right after, which removes it from the epoll
     /// set (no other descriptor refers to it), so no event names the slot again.
     fn release(&self, id: u32) {
-        self.slots.borrow_mut()[id as usize] = Slot::default();
+        let old = std::mem::take(&mut self.slots.borrow_mut()[id as usize]);
         self.free.borrow_mut().push(id);
+        drop(old);
     }
 
-    /// Collect ready events, waiting up to `timeout` for the first (None: until one comes
-    /// or a signal interrupts), and wake their tasks.
-    fn dispatch(&self, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> usize {
+    /// Collect ready events, waiting up to `timeout` for the first (None: until one comes),
+    /// and wake their tasks.
+    pub fn dispatch(&self, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> Woke {
+        let waited = timeout != Some(Duration::ZERO);
+        let mut woke = Woke {
+            remote: false,
+            waited,
+        };
         let n = self.epoll_wait(events, timeout);
         if n <= 0 {
-            return 0; // nothing ready, or interrupted by a signal: look again later
+            return woke; // nothing ready, or interrupted by a signal: the loop looks again
         }
         let mut slots = self.slots.borrow_mut();
         for ev in &events[..n as usize] {
+            if ev.u64 == REMOTE {
+                woke.remote = true;
+                continue;
+            }
             let Some(slot) = slots.get_mut(ev.u64 as usize) else {
                 continue;
             };
@@ -180,11 +185,12 @@ impl Poller {
                 slot.ready |= HUP;
             }
             // The waker stays: the task waits on this socket again after most wake-ups.
+            // Waking a task of this thread only queues it, so the borrow is safe to hold.
             if let Some(w) = &slot.waker {
                 w.wake_by_ref();
             }
         }
-        n as usize
+        woke
     }
 
     fn epoll_wait(&self, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> i32 {
@@ -229,6 +235,18 @@ impl Poller {
         }
     }
 
+    /// Every waker the sockets hold (the runtime is being torn down), timers' included.
+    pub fn take_wakers(&self) -> Vec<Waker> {
+        let mut wakers: Vec<Waker> = self
+            .slots
+            .borrow_mut()
+            .iter_mut()
+            .filter_map(|s| s.waker.take())
+            .collect();
+        wakers.extend(self.timers.take_wakers());
+        wakers
+    }
+
     fn poll_ready(&self, id: u32, want: u8, cx: &mut Context<'_>) -> Poll<()> {
         let mut slots = self.slots.borrow_mut();
         let slot = &mut slots[id as usize];
@@ -268,157 +286,6 @@ impl Poller {
     /// sets the bit again at the next dispatch.
     fn clear(&self, id: u32, bit: u8) {
         self.slots.borrow_mut()[id as usize].ready &= !bit;
-    }
-
-    /// Sleep until `at`.
-    pub async fn sleep_until(&self, at: Instant) {
-        Sleep {
-            poller: self,
-            at,
-            queued: None,
-        }
-        .await
-    }
-
-    /// Sleep until `at` unless `stop` says otherwise first; `stop` is looked at before each
-    /// nap of at most `every`. False when stopped.
-    pub async fn sleep_unless(
-        &self,
-        at: Instant,
-        every: Duration,
-        stop: impl Fn() -> bool,
-    ) -> bool {
-        loop {
-            if stop() {
-                return false;
-            }
-            let now = Instant::now();
-            if now >= at {
-                return true;
-            }
-            self.sleep_until(at.min(now + every)).await;
-        }
-    }
-
-    /// Wake the tasks whose timers are due; how many.
-    fn fire(&self, now: Instant) -> usize {
-        let mut t = self.timers.borrow_mut();
-        let mut woke = 0;
-        while let Some(&Reverse((at, slot, generation))) = t.heap.peek() {
-            if at > now {
-                break;
-            }
-            t.heap.pop();
-            let s = &mut t.slots[slot as usize];
-            if s.generation == generation {
-                if let Some(w) = s.waker.take() {
-                    w.wake();
-                    woke += 1;
-                }
-            }
-        }
-        woke
-    }
-
-    fn next_due(&self) -> Option<Instant> {
-        self.timers.borrow().heap.peek().map(|r| r.0 .0)
-    }
-
-    /// Yield if the poller has not had a turn for `slice`: for tasks that can run long
-    /// without waiting (a fast stream), so that ready sockets and due timers are seen.
-    pub async fn yield_if_needed(&self, slice: Duration) {
-        if self.last_turn.get().elapsed() >= slice {
-            future::yield_now().await;
-        }
-    }
-
-    /// Run `task` as one of the shard's tasks: its polls are what tells the poller that
-    /// the shard is busy (see `drive`). Every task of the shard must be tracked.
-    pub async fn tracked<F: Future>(self: Rc<Self>, task: F) -> F::Output {
-        let mut task = pin!(task);
-        poll_fn(|cx| {
-            self.progress.set(self.progress.get() + 1);
-            task.as_mut().poll(cx)
-        })
-        .await
-    }
-}
-
-/// A timer of the poller; dropping it cancels it.
-struct Sleep<'a> {
-    poller: &'a Poller,
-    at: Instant,
-    /// Its slot in `Timers`, once queued.
-    queued: Option<u32>,
-}
-
-impl Future for Sleep<'_> {
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if Instant::now() >= self.at {
-            return Poll::Ready(());
-        }
-        let mut t = self.poller.timers.borrow_mut();
-        match self.queued {
-            Some(slot) => t.slots[slot as usize].waker = Some(cx.waker().clone()),
-            None => {
-                let Timers { slots, free, heap } = &mut *t;
-                // A reused slot keeps its generation (bumped when it was freed), so entries
-                // queued with an older one stay dead.
-                let slot = take_slot(slots, free);
-                let s = &mut slots[slot as usize];
-                s.waker = Some(cx.waker().clone());
-                heap.push(Reverse((self.at, slot, s.generation)));
-                drop(t);
-                self.queued = Some(slot);
-            }
-        }
-        Poll::Pending
-    }
-}
-
-impl Drop for Sleep<'_> {
-    fn drop(&mut self) {
-        let Some(slot) = self.queued else {
-            return;
-        };
-        let mut t = self.poller.timers.borrow_mut();
-        let s = &mut t.slots[slot as usize];
-        s.generation = s.generation.wrapping_add(1);
-        s.waker = None;
-        t.free.push(slot);
-        if t.heap.len() > 64 && t.heap.len() > TIMER_SLACK_FACTOR * t.live() {
-            let Timers { heap, slots, .. } = &mut *t;
-            heap.retain(|Reverse((_, slot, generation))| {
-                slots[*slot as usize].generation == *generation
-            });
-        }
-    }
-}
-
-/// The shard's poller task: hand out ready events and due timers, let the woken tasks
-/// run, repeat. When a whole turn of the run queue passed without any tracked task
-/// running (everything waits on a socket or a timer, and this task is the only one
-/// runnable), block until the next event or timer, or `MAX_BLOCK`. It runs until its
-/// executor ends.
-pub(crate) async fn drive(poller: Rc<Poller>) {
-    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; BATCH];
-    let mut seen = None;
-    loop {
-        let now = Instant::now();
-        poller.last_turn.set(now);
-        let woke = poller.dispatch(&mut events, Some(Duration::ZERO)) + poller.fire(now);
-        if woke == 0 && seen == Some(poller.progress.get()) {
-            let timeout = poller
-                .next_due()
-                .map(|at| at.saturating_duration_since(now))
-                .map_or(MAX_BLOCK, |t| t.min(MAX_BLOCK));
-            poller.dispatch(&mut events, Some(timeout));
-            poller.fire(Instant::now());
-        }
-        seen = Some(poller.progress.get());
-        future::yield_now().await;
     }
 }
 
@@ -492,13 +359,9 @@ pub(crate) struct Stream {
 
 impl Stream {
     /// Connect to `addr` within `timeout`, with TCP_NODELAY.
-    pub async fn connect(
-        poller: &Rc<Poller>,
-        addr: SocketAddr,
-        timeout: Duration,
-    ) -> io::Result<Stream> {
+    pub async fn connect(addr: SocketAddr, timeout: Duration) -> io::Result<Stream> {
         let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-        let stream = Stream::adopt(poller, sock, 0)?;
+        let stream = Stream::adopt(&super::poller(), sock, 0)?;
         let reg = &stream.reg;
         match reg.sock.connect(&addr.into()) {
             Ok(()) => {}
@@ -509,7 +372,7 @@ impl Stream {
                         true
                     },
                     async {
-                        poller.sleep_until(Instant::now() + timeout).await;
+                        timer::sleep(timeout).await;
                         false
                     },
                 )
@@ -524,7 +387,7 @@ impl Stream {
             Err(e) => return Err(e),
         }
         // Writable from the start, whether or not the connect's edge has been seen yet.
-        poller.set(reg.id, OUT);
+        reg.poller.set(reg.id, OUT);
         Ok(stream)
     }
 
@@ -664,9 +527,9 @@ pub(crate) struct Listener {
 
 impl Listener {
     /// Take over a bound, listening socket (connections may be queued already).
-    pub fn new(poller: &Rc<Poller>, fd: OwnedFd) -> io::Result<Listener> {
+    pub fn new(sock: Socket) -> io::Result<Listener> {
         Ok(Listener {
-            reg: Registered::new(poller, Socket::from(fd), IN)?,
+            reg: Registered::new(&super::poller(), sock, IN)?,
         })
     }
 
@@ -691,58 +554,15 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
-    /// Run `body` next to `poller`'s task, as a shard does (on any executor: nothing here
-    /// needs glommio), for at most 10 s.
-    fn run<T>(poller: &Rc<Poller>, body: impl Future<Output = T>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        future::block_on(future::or(
+    /// Run `body` on a runtime for at most 10 s.
+    fn run<T: 'static>(body: impl Future<Output = T> + 'static) -> T {
+        crate::rt::Runtime::new().unwrap().block_on(async {
             future::or(body, async {
-                poller.sleep_until(deadline).await;
+                timer::sleep(Duration::from_secs(10)).await;
                 panic!("timed out: a wake-up was lost")
-            }),
-            async {
-                drive(poller.clone()).await;
-                unreachable!("the poller task never ends")
-            },
-        ))
-    }
-
-    #[test]
-    fn timers_fire_in_order_and_cancelled_ones_do_not_linger() {
-        let p = Poller::new().unwrap();
-        let t0 = Instant::now();
-        let waker = Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let mut late = Box::pin(p.sleep_until(t0 + Duration::from_secs(60)));
-        let mut soon = Box::pin(p.sleep_until(t0 + Duration::from_millis(1)));
-        assert!(late.as_mut().poll(&mut cx).is_pending());
-        assert!(soon.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(p.next_due(), Some(t0 + Duration::from_millis(1)));
-        assert_eq!(p.fire(t0), 0);
-        assert_eq!(p.fire(t0 + Duration::from_millis(2)), 1);
-        assert_eq!(p.next_due(), Some(t0 + Duration::from_secs(60)));
-        drop(late);
-        assert_eq!(
-            p.fire(t0 + Duration::from_secs(61)),
-            0,
-            "a cancelled timer wakes no one"
-        );
-        drop(soon);
-        assert_eq!(p.timers.borrow().live(), 0);
-        // Many cancelled timers: the heap is rebuilt instead of growing without bound.
-        for i in 0..1000 {
-            let mut s = Box::pin(p.sleep_until(t0 + Duration::from_secs(100 + i)));
-            assert!(s.as_mut().poll(&mut cx).is_pending());
-        }
-        assert!(p.timers.borrow().heap.len() <= 64 * TIMER_SLACK_FACTOR);
-    }
-
-    #[test]
-    fn a_shard_with_nothing_to_do_blocks_until_its_timer() {
-        let p = Poller::new().unwrap();
-        let start = Instant::now();
-        run(&p, p.sleep_until(start + Duration::from_millis(30)));
-        assert!(start.elapsed() >= Duration::from_millis(30));
+            })
+            .await
+        })
     }
 
     #[test]
@@ -756,11 +576,8 @@ mod tests {
             // Data and the close arrive together: the close must still be seen.
             s.write_all(b"pong!").unwrap();
         });
-        let poller = Poller::new().unwrap();
-        let got = run(&poller, async {
-            let mut s = Stream::connect(&poller, addr, Duration::from_secs(5))
-                .await
-                .unwrap();
+        let got = run(async move {
+            let mut s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
             s.write_all(b"ping!").await.unwrap();
             let mut buf = vec![0u8; 64];
             let mut got = Vec::new();
@@ -790,12 +607,10 @@ mod tests {
             got
         });
         let data: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
-        let poller = Poller::new().unwrap();
-        run(&poller, async {
-            let mut s = Stream::connect(&poller, addr, Duration::from_secs(5))
-                .await
-                .unwrap();
-            s.write_all(&data).await.unwrap();
+        let sent = data.clone();
+        run(async move {
+            let mut s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
+            s.write_all(&sent).await.unwrap();
             s.shutdown(std::net::Shutdown::Write).unwrap();
         });
         assert!(data == server.join().unwrap());
@@ -805,13 +620,12 @@ mod tests {
     fn a_listener_accepts_and_peek_leaves_the_bytes() {
         let std_listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = std_listener.local_addr().unwrap();
-        let poller = Poller::new().unwrap();
-        let listener = Listener::new(&poller, OwnedFd::from(std_listener)).unwrap();
         let client = std::thread::spawn(move || {
             let mut c = std::net::TcpStream::connect(addr).unwrap();
             c.write_all(b"hello").unwrap();
         });
-        let (peeked, read) = run(&poller, async {
+        let (peeked, read) = run(async move {
+            let listener = Listener::new(Socket::from(OwnedFd::from(std_listener))).unwrap();
             let mut s = listener.accept().await.unwrap();
             let mut one = [0u8; 1];
             s.peek(&mut one).await.unwrap();
@@ -836,11 +650,7 @@ mod tests {
             l.local_addr().unwrap().port()
         };
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let poller = Poller::new().unwrap();
-        let res = run(
-            &poller,
-            Stream::connect(&poller, addr, Duration::from_secs(5)),
-        );
+        let res = run(Stream::connect(addr, Duration::from_secs(5)));
         assert!(res.is_err());
     }
 }
