@@ -35,7 +35,8 @@ pub fn run(
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
     let shards = plan.cpus.len();
-    let mut agg = Aggregator::new(shards, plan.interval, plan.rate.clone());
+    let due = plan.rate.as_ref().map(|spec| spec.due(plan.duration));
+    let mut agg = Aggregator::new(shards, plan.interval, due);
     // A shard reports at least every interval; one that has been silent for two is
     // kicked, in case glommio lost its wake-up (see `wake`).
     let silent_for = plan.interval * 2 + Duration::from_millis(100);

@@ -16,15 +16,15 @@
 //! `ceil(Λ(t))` rate-driven sends fall in [0, t), and a burst at `k·every` falls in every window
 //! that contains that instant. With uniform arrivals that is exactly what the shards' schedules
 //! emit in the window, whatever the shard count; with Poisson arrivals it is the expectation
-//! (Λ itself, plus the bursts).
+//! (Λ itself, plus the bursts). The report's targets come from it, so they agree with the
+//! engine by construction.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-/// Chaos holds shorter than this would make the rate curve (and `target_rate`) cost more to walk
-/// than the sends it drives.
+/// Chaos holds shorter than this would make the rate curve (and the count of sends due) cost more
+/// to walk than the sends it drives.
 pub const MIN_CHAOS_HOLD: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -285,62 +285,6 @@ impl RateSpec {
         Ok(())
     }
 
-    /// Total target rate (req/s, all shards) at offset `t`. Bursts count as their average over
-    /// the burst period, added to R. Stages are 0 once finished.
-    pub fn target_rate(&self, t: Duration) -> f64 {
-        let r = clean(self.rate);
-        let ts = t.as_secs_f64();
-        match &self.pattern {
-            Pattern::Constant => r,
-            Pattern::Burst { size, every } => {
-                if every.is_zero() {
-                    r
-                } else {
-                    r + *size as f64 / every.as_secs_f64()
-                }
-            }
-            Pattern::Ramp { from, over } => {
-                let over = over.as_secs_f64();
-                if ts < over {
-                    let from = clean(*from);
-                    from + (r - from) * (ts / over)
-                } else {
-                    r
-                }
-            }
-            Pattern::Spike { rate, len, every } => {
-                let every_ns = every.as_nanos();
-                if every_ns == 0 {
-                    return r;
-                }
-                let phase = t.as_nanos() % every_ns;
-                if phase >= every_ns.saturating_sub(len.as_nanos()) {
-                    clean(*rate)
-                } else {
-                    r
-                }
-            }
-            Pattern::Chaos { min_hold, max_hold } => {
-                chaos_rate_at(self.seed, r, *min_hold, *max_hold, t)
-            }
-            Pattern::Stages(stages) => {
-                let mut start = Duration::ZERO;
-                let mut prev = 0.0;
-                for st in stages {
-                    let end = start.saturating_add(st.duration);
-                    let target = clean(st.target);
-                    if t < end {
-                        let frac = (t - start).as_secs_f64() / st.duration.as_secs_f64();
-                        return prev + (target - prev) * frac;
-                    }
-                    start = end;
-                    prev = target;
-                }
-                0.0
-            }
-        }
-    }
-
     /// Length of the pattern when it has one (Stages), else None.
     pub fn natural_duration(&self) -> Option<Duration> {
         match &self.pattern {
@@ -408,8 +352,8 @@ impl SplitMix64 {
 // ---------------------------------------------------------------------------------------------
 // Chaos rate curve
 
-/// The chaos (hold, rate) sequence. Seeded by the spec's seed alone, so every shard (and
-/// `target_rate`, and the count of sends due) walks the same curve.
+/// The chaos (hold, rate) sequence. Seeded by the spec's seed alone, so every shard (and the
+/// count of sends due) walks the same curve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct ChaosGen {
     rng: SplitMix64,
@@ -465,28 +409,6 @@ impl ChaosWalk {
         self.end_ns += u128::from(hold);
         self.rate = rate;
     }
-}
-
-type ChaosKey = (u64, u64, Duration, Duration);
-
-thread_local! {
-    // The live view asks for increasing times; resuming the last walk keeps that O(1) amortised
-    // instead of re-walking the curve from the start on every call.
-    static CHAOS_CURSOR: Cell<Option<(ChaosKey, ChaosWalk)>> = const { Cell::new(None) };
-}
-
-fn chaos_rate_at(seed: u64, rate: f64, min_hold: Duration, max_hold: Duration, t: Duration) -> f64 {
-    let key = (seed, rate.to_bits(), min_hold, max_hold);
-    let t = t.as_nanos();
-    let mut walk = match CHAOS_CURSOR.get() {
-        Some((k, w)) if k == key && w.start_ns <= t => w,
-        _ => ChaosWalk::new(ChaosGen::new(seed, rate, min_hold, max_hold)),
-    };
-    while walk.end_ns <= t {
-        walk.advance();
-    }
-    CHAOS_CURSOR.set(Some((key, walk)));
-    walk.rate
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1123,10 +1045,6 @@ mod tests {
         s
     }
 
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s)
-    }
-
     /// This shard's sends before `until`.
     fn sends(spec: &RateSpec, shard: usize, shards: usize, until: Duration) -> Vec<Duration> {
         let mut s = Schedule::new(spec, shard, shards);
@@ -1161,14 +1079,12 @@ mod tests {
         c
     }
 
-    /// ∫ target_rate over [a, b) by the midpoint rule (fine for piecewise linear curves when the
-    /// breakpoints fall on the grid).
-    fn integral(spec: &RateSpec, a: f64, b: f64) -> f64 {
-        let steps = 1000;
-        let h = (b - a) / steps as f64;
-        (0..steps)
-            .map(|i| spec.target_rate(secs(a + (i as f64 + 0.5) * h)) * h)
-            .sum()
+    /// The rate part of the curve at `t` (bursts are instants, not a rate).
+    fn rate_at(spec: &RateSpec, t: Duration) -> f64 {
+        Curve::new(spec)
+            .around(t)
+            .cur
+            .map_or(0.0, |p| p.r0 + p.slope * (t.as_secs_f64() - p.t0))
     }
 
     fn assert_monotonic(times: &[Duration]) {
@@ -1363,7 +1279,7 @@ mod tests {
         for (w, &n) in counts(&all, Duration::from_secs(1), 30).iter().enumerate() {
             let want = if w % 10 >= 8 { 1000.0 } else { 100.0 };
             assert!(close(n, want, 1.0), "window {w}: {n} vs {want}");
-            assert_eq!(s.target_rate(Duration::from_secs(w as u64)), want);
+            assert_eq!(rate_at(&s, Duration::from_secs(w as u64)), want);
         }
     }
 
@@ -1409,7 +1325,11 @@ mod tests {
         {
             assert_eq!(c, 10, "burst {k}");
         }
-        assert_eq!(s.target_rate(Duration::from_secs(3)), 10.0);
+        // A burst is due at its instant: 10 in any second that holds one, none in between.
+        let d = Duration::from_millis;
+        assert_eq!(s.mean_rate(d(3000), d(4000)), 10.0);
+        assert_eq!(s.sends_due(d(3000), d(3001)), 10.0);
+        assert_eq!(s.sends_due(d(3001), d(4000)), 0.0);
     }
 
     #[test]
@@ -1432,7 +1352,11 @@ mod tests {
         for i in 0..4 {
             assert_monotonic(&sends(&s, i, 4, Duration::from_secs(10)));
         }
-        assert_eq!(s.target_rate(Duration::ZERO), 120.0);
+        // Over a whole burst period the mean is R plus the burst spread over the period.
+        assert_eq!(
+            s.mean_rate(Duration::ZERO, Duration::from_millis(2500)),
+            120.0
+        );
     }
 
     #[test]
@@ -1463,14 +1387,16 @@ mod tests {
             // Area under the curve: 500 + 1000 + 500.
             assert!(close(all.len(), 2000.0, shards as f64));
             for (w, &n) in counts(&all, Duration::from_secs(1), 30).iter().enumerate() {
-                let want = integral(&s, w as f64, w as f64 + 1.0);
+                let w = w as u64;
+                let want = s.sends_due(Duration::from_secs(w), Duration::from_secs(w + 1));
                 assert!(close(n, want, 1.0), "window {w}: {n} vs {want}");
             }
         }
-        assert_eq!(s.target_rate(Duration::from_secs(5)), 50.0);
-        assert_eq!(s.target_rate(Duration::from_secs(15)), 100.0);
-        assert_eq!(s.target_rate(Duration::from_secs(25)), 50.0);
-        assert_eq!(s.target_rate(Duration::from_secs(30)), 0.0);
+        let at = |t| rate_at(&s, Duration::from_secs(t));
+        assert_eq!(at(5), 50.0);
+        assert_eq!(at(15), 100.0);
+        assert_eq!(at(25), 50.0);
+        assert_eq!(at(30), 0.0);
         let mut sch = Schedule::new(&s, 0, 1);
         for _ in 0..2000 {
             sch.next();
@@ -1522,7 +1448,7 @@ mod tests {
 
         let mut distinct = Vec::new();
         for ms in (0..20_000).step_by(10) {
-            let r = a.target_rate(Duration::from_millis(ms));
+            let r = rate_at(&a, Duration::from_millis(ms));
             assert!((0.0..=800.0).contains(&r));
             if !distinct.contains(&r) {
                 distinct.push(r);
@@ -1532,8 +1458,8 @@ mod tests {
         assert!(distinct.len() >= 8, "{} rates", distinct.len());
         // Out-of-order queries give the same answers as in-order ones.
         assert_eq!(
-            a.target_rate(Duration::from_millis(1234)),
-            mk(7).target_rate(Duration::from_millis(1234))
+            rate_at(&a, Duration::from_millis(1234)),
+            rate_at(&mk(7), Duration::from_millis(1234))
         );
 
         // Sends follow the curve.
@@ -1541,10 +1467,9 @@ mod tests {
         let c = counts(&all, Duration::from_millis(100), 200);
         let mut covered = 0.0;
         for (w, &n) in c.iter().enumerate() {
-            let lo = w as f64 * 0.1;
-            let want = integral(&a, lo, lo + 0.1);
+            let lo = Duration::from_millis(100 * w as u64);
+            let want = a.sends_due(lo, lo + Duration::from_millis(100));
             covered += want;
-            // A hold boundary inside the window makes the midpoint integral slightly off.
             assert!(close(n, want, 2.0), "window {w}: {n} vs {want}");
         }
         assert!(close(all.len(), covered, 2.0));
@@ -2007,7 +1932,10 @@ mod tests {
                 };
                 let v = sends(&s, 0, 2, Duration::from_secs(2));
                 assert_monotonic(&v);
-                let _ = s.target_rate(Duration::from_secs(1));
+                let _ = s.sends_due(Duration::ZERO, Duration::from_secs(1));
+                let _ = s
+                    .due(Some(Duration::from_secs(1)))
+                    .before(Duration::from_secs(2));
             }
         }
     }
@@ -2226,7 +2154,7 @@ mod tests {
     }
 
     #[test]
-    fn target_rate_and_natural_duration() {
+    fn rate_at_and_natural_duration() {
         let d = Duration::from_secs;
         let s = spec(
             100.0,
@@ -2235,12 +2163,12 @@ mod tests {
                 over: d(10),
             },
         );
-        assert_eq!(s.target_rate(d(0)), 50.0);
-        assert_eq!(s.target_rate(d(5)), 75.0);
-        assert_eq!(s.target_rate(d(10)), 100.0);
-        assert_eq!(s.target_rate(d(1000)), 100.0);
+        assert_eq!(rate_at(&s, d(0)), 50.0);
+        assert_eq!(rate_at(&s, d(5)), 75.0);
+        assert_eq!(rate_at(&s, d(10)), 100.0);
+        assert_eq!(rate_at(&s, d(1000)), 100.0);
         assert_eq!(s.natural_duration(), None);
-        assert_eq!(spec(5.0, Pattern::Constant).target_rate(d(3)), 5.0);
+        assert_eq!(rate_at(&spec(5.0, Pattern::Constant), d(3)), 5.0);
         let sp = spec(
             10.0,
             Pattern::Spike {
@@ -2249,9 +2177,9 @@ mod tests {
                 every: d(4),
             },
         );
-        assert_eq!(sp.target_rate(Duration::from_millis(2999)), 10.0);
-        assert_eq!(sp.target_rate(d(3)), 99.0);
-        assert_eq!(sp.target_rate(d(4)), 10.0);
+        assert_eq!(rate_at(&sp, Duration::from_millis(2999)), 10.0);
+        assert_eq!(rate_at(&sp, d(3)), 99.0);
+        assert_eq!(rate_at(&sp, d(4)), 10.0);
         assert_eq!(
             spec(0.0, parse_stages_pattern("1m:10,30s:20")).natural_duration(),
             Some(d(90))
