@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::schedule::RateSpec;
+use crate::schedule::Due;
 use crate::stats::{Counters, Hists, Metric, Snapshot, Summary};
 
 /// One interval of the run, over all shards.
@@ -16,7 +16,8 @@ pub struct TimelineRow {
     pub t_s: f64,
     /// Length of the interval (the last one may be short).
     pub dt_s: f64,
-    /// Open loop: the mean target rate over the interval (0 for a closed loop).
+    /// Open loop: the mean target rate over the interval, the sends due in it over its length
+    /// (0 for a closed loop).
     pub target_rps: f64,
     pub sent: u64,
     pub completed: u64,
@@ -44,7 +45,8 @@ struct Pending {
 
 pub struct Aggregator {
     interval: Duration,
-    rate: Option<RateSpec>,
+    /// Open loop: the sends due, for each row's target.
+    due: Option<Due>,
     /// Per shard: highest interval reported so far.
     max_seq: Vec<Option<u64>>,
     /// Per shard, once done: its last interval and final counters.
@@ -59,10 +61,11 @@ pub struct Aggregator {
 }
 
 impl Aggregator {
-    pub fn new(shards: usize, interval: Duration, rate: Option<RateSpec>) -> Aggregator {
+    /// `due`: for an open loop, the run's sends due (`RateSpec::due`, with the run's duration).
+    pub fn new(shards: usize, interval: Duration, due: Option<Due>) -> Aggregator {
         Aggregator {
             interval,
-            rate,
+            due,
             max_seq: vec![None; shards],
             finals: vec![None; shards],
             pending: BTreeMap::new(),
@@ -143,9 +146,9 @@ impl Aggregator {
                 (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
             });
         let target_rps = self
-            .rate
-            .as_ref()
-            .map_or(0.0, |r| mean_rate(r, self.prev_t, t, 100));
+            .due
+            .as_mut()
+            .map_or(0.0, |due| due.mean_rate(self.prev_t, t));
         self.timeline.push(TimelineRow {
             t_s: t.as_secs_f64(),
             dt_s: dt,
@@ -183,21 +186,10 @@ impl Aggregator {
     }
 }
 
-/// Mean of the target rate over [from, to), sampled at the midpoints of `slices` slices.
-pub fn mean_rate(spec: &RateSpec, from: Duration, to: Duration, slices: u32) -> f64 {
-    if to <= from || slices == 0 {
-        return 0.0;
-    }
-    let step = (to - from) / slices;
-    (0..slices)
-        .map(|i| spec.target_rate(from + step * i + step / 2))
-        .sum::<f64>()
-        / slices as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::schedule::{Arrivals, Pattern, RateSpec};
 
     fn snap(shard: usize, seq: u64, at_ms: u64, last: bool, completed: u64) -> Snapshot {
         let mut counters = Counters {
@@ -241,5 +233,70 @@ mod tests {
         assert_eq!(a.totals().completed, 47);
         assert_eq!(a.timeline.iter().map(|r| r.completed).sum::<u64>(), 47);
         assert_eq!(a.summary(Metric::Latency).unwrap().count, 5);
+    }
+
+    /// One shard's rows ending at `ends_ms` (the last one the shard's last snapshot).
+    fn run_rows(due: Due, interval_ms: u64, ends_ms: &[u64]) -> Vec<TimelineRow> {
+        let mut a = Aggregator::new(1, Duration::from_millis(interval_ms), Some(due));
+        for (seq, &at) in ends_ms.iter().enumerate() {
+            a.push(snap(0, seq as u64, at, seq + 1 == ends_ms.len(), 0));
+        }
+        a.timeline
+    }
+
+    fn spec(rate: f64, pattern: Pattern) -> RateSpec {
+        RateSpec {
+            rate,
+            pattern,
+            arrivals: Arrivals::Uniform,
+            seed: 1,
+        }
+    }
+
+    /// A row's target is the sends due in it: a burst counts in full in the row that holds its
+    /// instant (20 every 500 ms in rows of 400 ms), not spread over its period (40 req/s).
+    #[test]
+    fn row_targets_are_the_sends_due_in_each_row() {
+        let s = spec(
+            0.0,
+            Pattern::Burst {
+                size: 20,
+                every: Duration::from_millis(500),
+            },
+        );
+        let rows = run_rows(s.due(None), 400, &[400, 800, 1200, 1600, 2000, 2100]);
+        let targets: Vec<f64> = rows.iter().map(|r| r.target_rps).collect();
+        // Bursts at 0, 0.5, 1, 1.5 and 2 s; the last row is 100 ms long.
+        assert_eq!(targets, [50.0, 50.0, 50.0, 50.0, 0.0, 200.0]);
+
+        let ramp = spec(
+            400.0,
+            Pattern::Ramp {
+                from: 0.0,
+                over: Duration::from_secs(2),
+            },
+        );
+        let rows = run_rows(ramp.due(None), 500, &[500, 1000, 1500, 2000]);
+        let targets: Vec<f64> = rows.iter().map(|r| r.target_rps).collect();
+        assert_eq!(targets, [50.0, 150.0, 250.0, 350.0]);
+    }
+
+    /// After the run's duration nothing is due: a last row that runs past it (in-flight
+    /// responses) has a target of what was due in it before the end only, and the rows hold
+    /// exactly what the whole run had due.
+    #[test]
+    fn row_targets_stop_with_the_run() {
+        let s = spec(100.0, Pattern::Constant);
+        let run = Duration::from_millis(1500);
+        let rows = run_rows(s.due(Some(run)), 1000, &[1000, 1800]);
+        assert_eq!(rows[0].target_rps, 100.0);
+        // 50 due in [1, 1.5), none in [1.5, 1.8).
+        assert!(
+            (rows[1].target_rps - 50.0 / 0.8).abs() < 1e-9,
+            "{:?}",
+            rows[1]
+        );
+        let due: f64 = rows.iter().map(|r| r.target_rps * r.dt_s).sum();
+        assert!((due - 150.0).abs() < 1e-9, "{due}");
     }
 }

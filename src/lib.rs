@@ -31,7 +31,8 @@ pub fn run(
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
-    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, plan.rate.clone());
+    let due = plan.rate.as_ref().map(|spec| spec.due(plan.duration));
+    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, due);
     // Every shard holds a sender until it ends: when all are gone, nothing more comes.
     while !agg.all_done() {
         let Ok(snap) = run.snapshots.recv() else {

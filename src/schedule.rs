@@ -10,14 +10,21 @@
 //!
 //! Times are always `t0 + τ` of the rate piece that contains the target, with `τ` solved
 //! analytically inside the piece, so no error accumulates across sends.
+//!
+//! The same curve, integrated piece by piece, says how many sends are due in a window
+//! ([`RateSpec::sends_due`]): the whole run's send j is due at the first instant Λ passes j, so
+//! `ceil(Λ(t))` rate-driven sends fall in [0, t), and a burst at `k·every` falls in every window
+//! that contains that instant. With uniform arrivals that is exactly what the shards' schedules
+//! emit in the window, whatever the shard count; with Poisson arrivals it is the expectation
+//! (Λ itself, plus the bursts). The report's targets come from it, so they agree with the
+//! engine by construction.
 
-use std::cell::Cell;
 use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
-/// Chaos holds shorter than this would make the rate curve (and `target_rate`) cost more to walk
-/// than the sends it drives.
+/// Chaos holds shorter than this would make the rate curve (and the count of sends due) cost more
+/// to walk than the sends it drives.
 pub const MIN_CHAOS_HOLD: Duration = Duration::from_millis(1);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -278,62 +285,6 @@ impl RateSpec {
         Ok(())
     }
 
-    /// Total target rate (req/s, all shards) at offset `t`. Bursts count as their average over
-    /// the burst period, added to R. Stages are 0 once finished.
-    pub fn target_rate(&self, t: Duration) -> f64 {
-        let r = clean(self.rate);
-        let ts = t.as_secs_f64();
-        match &self.pattern {
-            Pattern::Constant => r,
-            Pattern::Burst { size, every } => {
-                if every.is_zero() {
-                    r
-                } else {
-                    r + *size as f64 / every.as_secs_f64()
-                }
-            }
-            Pattern::Ramp { from, over } => {
-                let over = over.as_secs_f64();
-                if ts < over {
-                    let from = clean(*from);
-                    from + (r - from) * (ts / over)
-                } else {
-                    r
-                }
-            }
-            Pattern::Spike { rate, len, every } => {
-                let every_ns = every.as_nanos();
-                if every_ns == 0 {
-                    return r;
-                }
-                let phase = t.as_nanos() % every_ns;
-                if phase >= every_ns.saturating_sub(len.as_nanos()) {
-                    clean(*rate)
-                } else {
-                    r
-                }
-            }
-            Pattern::Chaos { min_hold, max_hold } => {
-                chaos_rate_at(self.seed, r, *min_hold, *max_hold, t)
-            }
-            Pattern::Stages(stages) => {
-                let mut start = Duration::ZERO;
-                let mut prev = 0.0;
-                for st in stages {
-                    let end = start.saturating_add(st.duration);
-                    let target = clean(st.target);
-                    if t < end {
-                        let frac = (t - start).as_secs_f64() / st.duration.as_secs_f64();
-                        return prev + (target - prev) * frac;
-                    }
-                    start = end;
-                    prev = target;
-                }
-                0.0
-            }
-        }
-    }
-
     /// Length of the pattern when it has one (Stages), else None.
     pub fn natural_duration(&self) -> Option<Duration> {
         match &self.pattern {
@@ -401,8 +352,8 @@ impl SplitMix64 {
 // ---------------------------------------------------------------------------------------------
 // Chaos rate curve
 
-/// The chaos (hold, rate) sequence. Seeded by the spec's seed alone, so every shard (and
-/// `target_rate`) walks the same curve.
+/// The chaos (hold, rate) sequence. Seeded by the spec's seed alone, so every shard (and the
+/// count of sends due) walks the same curve.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct ChaosGen {
     rng: SplitMix64,
@@ -460,28 +411,6 @@ impl ChaosWalk {
     }
 }
 
-type ChaosKey = (u64, u64, Duration, Duration);
-
-thread_local! {
-    // The live view asks for increasing times; resuming the last walk keeps that O(1) amortised
-    // instead of re-walking the curve from the start on every call.
-    static CHAOS_CURSOR: Cell<Option<(ChaosKey, ChaosWalk)>> = const { Cell::new(None) };
-}
-
-fn chaos_rate_at(seed: u64, rate: f64, min_hold: Duration, max_hold: Duration, t: Duration) -> f64 {
-    let key = (seed, rate.to_bits(), min_hold, max_hold);
-    let t = t.as_nanos();
-    let mut walk = match CHAOS_CURSOR.get() {
-        Some((k, w)) if k == key && w.start_ns <= t => w,
-        _ => ChaosWalk::new(ChaosGen::new(seed, rate, min_hold, max_hold)),
-    };
-    while walk.end_ns <= t {
-        walk.advance();
-    }
-    CHAOS_CURSOR.set(Some((key, walk)));
-    walk.rate
-}
-
 // ---------------------------------------------------------------------------------------------
 // Rate pieces
 
@@ -516,8 +445,17 @@ impl Piece {
                 self.l0
             }
         } else {
-            self.l0 + self.len * (self.r0 + 0.5 * self.slope * self.len)
+            self.lambda_after(self.len)
         }
+    }
+
+    /// Λ at `t` seconds, for `t` in the piece (clamped to it).
+    fn lambda(&self, t: f64) -> f64 {
+        self.lambda_after((t - self.t0).clamp(0.0, self.len))
+    }
+
+    fn lambda_after(&self, tau: f64) -> f64 {
+        self.l0 + tau * (self.r0 + 0.5 * self.slope * tau)
     }
 
     /// The time at which Λ reaches `target`, for `l0 <= target < l_end`.
@@ -535,30 +473,144 @@ impl Piece {
         };
         self.t0 + tau.min(self.len)
     }
+
+    /// When the schedule sends the whole run's send `target`, which this piece holds: None at or
+    /// past `end` (a pattern that ends). The one place a send time is computed, so the schedule
+    /// and the count of sends due (which settles sends within rounding of a window's edge with
+    /// it) cannot disagree.
+    fn send_time(&self, target: f64, end: Option<f64>) -> Option<Duration> {
+        let t = self.invert(target);
+        if end.is_some_and(|end| t >= end) {
+            return None;
+        }
+        Duration::try_from_secs_f64(t).ok()
+    }
 }
 
-/// The whole run's rate curve as a sequence of pieces, found by Λ.
+/// Spike periods: `quiet` seconds at `base` then `every - quiet` seconds at `peak`, period k
+/// starting at `k·every` with `Λ = k·area`. Located by arithmetic so a near-zero base rate cannot
+/// make us walk periods one by one.
+#[derive(Debug)]
+struct Spikes {
+    base: f64,
+    peak: f64,
+    quiet: f64,
+    every: f64,
+    area: f64,
+}
+
+impl Spikes {
+    /// Period `k`'s base and peak pieces.
+    fn period(&self, k: f64) -> (Piece, Piece) {
+        let l0 = k * self.area;
+        let t0 = k * self.every;
+        let base_area = self.base * self.quiet;
+        (
+            Piece::constant(t0, self.quiet, self.base, l0),
+            Piece::constant(
+                t0 + self.quiet,
+                self.every - self.quiet,
+                self.peak,
+                l0 + base_area,
+            ),
+        )
+    }
+
+    /// floor(x / unit) as a whole number of periods, corrected where the division rounds across
+    /// a period boundary.
+    fn periods(x: f64, unit: f64) -> f64 {
+        let k = (x / unit).floor();
+        if k * unit > x {
+            k - 1.0
+        } else if (k + 1.0) * unit <= x {
+            k + 1.0
+        } else {
+            k
+        }
+    }
+}
+
+/// A walk along the chaos curve as pieces, with the one before the current piece kept for the
+/// count of sends due (see `Curve::around`).
+#[derive(Debug)]
+struct ChaosPieces {
+    /// The walk at its start, to walk again from when asked about an earlier time.
+    first: ChaosWalk,
+    walk: ChaosWalk,
+    piece: Piece,
+    prev: Option<Piece>,
+}
+
+impl ChaosPieces {
+    fn new(walk: ChaosWalk) -> Self {
+        ChaosPieces {
+            first: walk,
+            walk,
+            piece: Piece::constant(0.0, walk.end_ns as f64 / 1e9, walk.rate, 0.0),
+            prev: None,
+        }
+    }
+
+    fn advance(&mut self) {
+        let l0 = self.piece.l_end();
+        self.walk.advance();
+        let t0 = self.walk.start_ns as f64 / 1e9;
+        let len = (self.walk.end_ns - self.walk.start_ns) as f64 / 1e9;
+        self.prev = Some(self.piece);
+        self.piece = Piece::constant(t0, len, self.walk.rate, l0);
+    }
+}
+
+/// The pieces around a time: the one containing it (None once a curve that ends has ended) and
+/// the one before it (None in the first piece).
+#[derive(Clone, Copy, Debug, Default)]
+struct Around {
+    prev: Option<Piece>,
+    cur: Option<Piece>,
+}
+
+impl Around {
+    /// Λ at `t` seconds, the time these pieces are around.
+    fn lambda(&self, t: f64) -> f64 {
+        match (self.cur, self.prev) {
+            (Some(p), _) => p.lambda(t),
+            (None, Some(p)) => p.l_end(),
+            (None, None) => 0.0,
+        }
+    }
+
+    /// Does the schedule send the whole run's send `target` before `t` (the time these pieces are
+    /// around)? Some(answer) when the send lies in one of them, found the way `Curve::locate`
+    /// finds it; None when it lies in an earlier piece (so it is before `t`) or a later one (so it
+    /// is not).
+    fn sends_before(&self, target: f64, t: Duration, end: Option<f64>) -> Option<bool> {
+        let before = |p: Piece| p.send_time(target, end).is_some_and(|d| d < t);
+        match (self.cur, self.prev) {
+            (Some(c), _) if target >= c.l0 => (target < c.l_end()).then(|| before(c)),
+            // Past the end of a curve that ends: what the last piece does not hold is never sent.
+            (None, Some(p)) if target >= p.l_end() => Some(false),
+            // Λ between the previous piece's end and this one's start (rounding) is sent at the
+            // end of the previous piece, as `locate` does.
+            (_, Some(p)) if target >= p.l0 => Some(before(p)),
+            _ => None,
+        }
+    }
+}
+
+/// The whole run's rate curve as a sequence of pieces, found by Λ (the schedule) or by time (the
+/// count of sends due).
 #[derive(Debug)]
 enum Curve {
     Empty,
-    /// Precomputed pieces (Constant, Ramp, Stages, the rate part of Burst).
+    /// Precomputed pieces (Constant, Ramp, Stages, the rate part of Burst), contiguous from 0.
     Pieces {
         pieces: Vec<Piece>,
+        /// Where `locate` looks first.
         idx: usize,
     },
-    /// Periods of `quiet` seconds at `base` then `every - quiet` seconds at `peak`; located by
-    /// arithmetic so a near-zero base rate cannot make us walk periods one by one.
-    Spike {
-        base: f64,
-        peak: f64,
-        quiet: f64,
-        every: f64,
-        area: f64,
-    },
-    Chaos {
-        walk: ChaosWalk,
-        piece: Piece,
-    },
+    Spike(Spikes),
+    // Boxed: a walk is several times the size of the other variants.
+    Chaos(Box<ChaosPieces>),
 }
 
 impl Curve {
@@ -594,13 +646,13 @@ impl Curve {
                 let peak = clean(*rate);
                 let area = r * quiet + peak * peak_s;
                 if area > 0.0 && area.is_finite() {
-                    Curve::Spike {
+                    Curve::Spike(Spikes {
                         base: r,
                         peak,
                         quiet,
                         every: every_s,
                         area,
-                    }
+                    })
                 } else {
                     Curve::Empty
                 }
@@ -609,11 +661,8 @@ impl Curve {
                 if r == 0.0 {
                     return Curve::Empty;
                 }
-                let walk = ChaosWalk::new(ChaosGen::new(spec.seed, r, *min_hold, *max_hold));
-                Curve::Chaos {
-                    walk,
-                    piece: Piece::constant(0.0, walk.end_ns as f64 / 1e9, walk.rate, 0.0),
-                }
+                let gen = ChaosGen::new(spec.seed, r, *min_hold, *max_hold);
+                Curve::Chaos(Box::new(ChaosPieces::new(ChaosWalk::new(gen))))
             }
             Pattern::Stages(stages) => {
                 let mut v = Vec::with_capacity(stages.len());
@@ -657,45 +706,180 @@ impl Curve {
                 }
                 None
             }
-            Curve::Spike {
-                base,
-                peak,
-                quiet,
-                every,
-                area,
-            } => {
-                let mut k = (target / *area).floor();
-                // The division can round across a period boundary.
-                if k * *area > target {
-                    k -= 1.0;
-                } else if (k + 1.0) * *area <= target {
-                    k += 1.0;
-                }
-                let l0 = k * *area;
-                let t0 = k * *every;
-                let base_area = *base * *quiet;
-                if target < l0 + base_area {
-                    Some(Piece::constant(t0, *quiet, *base, l0))
-                } else {
-                    Some(Piece::constant(
-                        t0 + *quiet,
-                        *every - *quiet,
-                        *peak,
-                        l0 + base_area,
-                    ))
-                }
+            Curve::Spike(s) => {
+                let (base, peak) = s.period(Spikes::periods(target, s.area));
+                Some(if target < peak.l0 { base } else { peak })
             }
-            Curve::Chaos { walk, piece } => {
-                while target >= piece.l_end() {
-                    let l0 = piece.l_end();
-                    walk.advance();
-                    let t0 = walk.start_ns as f64 / 1e9;
-                    let len = (walk.end_ns - walk.start_ns) as f64 / 1e9;
-                    *piece = Piece::constant(t0, len, walk.rate, l0);
+            Curve::Chaos(c) => {
+                while target >= c.piece.l_end() {
+                    c.advance();
                 }
-                Some(*piece)
+                Some(c.piece)
             }
         }
+    }
+
+    /// The pieces around time `t`. Cheap for non-decreasing times; an earlier time walks a chaos
+    /// curve again from its start.
+    fn around(&mut self, t: Duration) -> Around {
+        let ts = t.as_secs_f64();
+        match self {
+            Curve::Empty => Around::default(),
+            Curve::Pieces { pieces, .. } => {
+                // The first piece starts at 0, so the one containing t is the last that starts at
+                // or before it, unless the curve has ended.
+                let i = pieces.partition_point(|p| p.t0 <= ts);
+                let Some(last) = i.checked_sub(1) else {
+                    return Around::default();
+                };
+                let p = pieces[last];
+                if ts < p.t0 + p.len {
+                    Around {
+                        prev: last.checked_sub(1).map(|j| pieces[j]),
+                        cur: Some(p),
+                    }
+                } else {
+                    Around {
+                        prev: Some(p),
+                        cur: None,
+                    }
+                }
+            }
+            Curve::Spike(s) => {
+                let k = Spikes::periods(ts, s.every);
+                let (base, peak) = s.period(k);
+                if ts < peak.t0 {
+                    Around {
+                        prev: (k > 0.0).then(|| s.period(k - 1.0).1),
+                        cur: Some(base),
+                    }
+                } else {
+                    Around {
+                        prev: Some(base),
+                        cur: Some(peak),
+                    }
+                }
+            }
+            Curve::Chaos(c) => {
+                let ns = t.as_nanos();
+                if ns < c.walk.start_ns {
+                    **c = ChaosPieces::new(c.first);
+                }
+                while ns >= c.walk.end_ns {
+                    c.advance();
+                }
+                Around {
+                    prev: c.prev,
+                    cur: Some(c.piece),
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sends due
+
+/// How many sends the whole run has due before given times (all shards, bursts included), from the
+/// curve the schedule walks: exact for uniform arrivals, the expectation for Poisson ones.
+/// Answers for non-decreasing times cost O(1) amortised (a chaos curve is walked once); an
+/// earlier time is answered too, more slowly.
+#[derive(Debug)]
+pub struct Due {
+    curve: Curve,
+    uniform: bool,
+    /// Rate-driven sends stop before this (seconds), for patterns that end (as in `Schedule`).
+    end: Option<f64>,
+    /// The run sends nothing at or after this (its `--duration`, see `RateSpec::due`).
+    stop: Option<Duration>,
+    /// Burst period in ns and requests per burst.
+    bursts: Option<(u128, u64)>,
+}
+
+impl Due {
+    /// Sends due in [0, t).
+    pub fn before(&mut self, t: Duration) -> f64 {
+        let t = self.stop.map_or(t, |stop| t.min(stop));
+        self.rate_before(t) + self.bursts_before(t)
+    }
+
+    /// Sends due in [from, to) (0 for an empty window).
+    pub fn between(&mut self, from: Duration, to: Duration) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        let before = self.before(from);
+        self.before(to) - before
+    }
+
+    /// Mean target rate over [from, to) in req/s: the sends due in it over its length (0 for an
+    /// empty window).
+    pub fn mean_rate(&mut self, from: Duration, to: Duration) -> f64 {
+        if to <= from {
+            return 0.0;
+        }
+        self.between(from, to) / (to - from).as_secs_f64()
+    }
+
+    fn rate_before(&mut self, t: Duration) -> f64 {
+        let at = self.curve.around(t);
+        let lambda = at.lambda(t.as_secs_f64());
+        if !self.uniform {
+            return lambda;
+        }
+        // Send j is due where Λ passes j, so the sends before t are those with j < Λ(t). Only a
+        // send due within rounding of t can be on the other side of t than that says (as at
+        // every whole second of a constant 1000 req/s): settle those with the schedule's own
+        // send times, so that the count is what the shards emit.
+        let mut n = lambda.ceil();
+        while n >= 1.0 && at.sends_before(n - 1.0, t, self.end) == Some(false) {
+            n -= 1.0;
+        }
+        while at.sends_before(n, t, self.end) == Some(true) {
+            n += 1.0;
+        }
+        n
+    }
+
+    fn bursts_before(&self, t: Duration) -> f64 {
+        // The bursts at k·every < t.
+        self.bursts.map_or(0.0, |(every_ns, size)| {
+            t.as_nanos().div_ceil(every_ns) as f64 * size as f64
+        })
+    }
+}
+
+impl RateSpec {
+    /// The count of sends due (see [`Due`]) for a run that sends nothing at or after `run`, when
+    /// the run has a duration: the engine stops sending with the first send time at or past it.
+    pub fn due(&self, run: Option<Duration>) -> Due {
+        let bursts = match &self.pattern {
+            Pattern::Burst { size, every } if *size > 0 && !every.is_zero() => {
+                Some((every.as_nanos(), *size))
+            }
+            _ => None,
+        };
+        Due {
+            curve: Curve::new(self),
+            uniform: self.arrivals == Arrivals::Uniform,
+            end: self.natural_duration().map(|d| d.as_secs_f64()),
+            stop: run,
+            bursts,
+        }
+    }
+
+    /// Sends the whole run (all shards) is due to make in [from, to): with uniform arrivals
+    /// exactly the number of send times the shards' schedules hold in the window, with Poisson
+    /// arrivals its expectation. A burst at `k·every` is due at that instant; a pattern that ends
+    /// has nothing due after its end.
+    pub fn sends_due(&self, from: Duration, to: Duration) -> f64 {
+        self.due(None).between(from, to)
+    }
+
+    /// Mean target rate (req/s, all shards) over [from, to): `sends_due` over the window's
+    /// length, so bursts count in the windows that hold them (0 for an empty window).
+    pub fn mean_rate(&self, from: Duration, to: Duration) -> f64 {
+        self.due(None).mean_rate(from, to)
     }
 }
 
@@ -828,12 +1012,9 @@ impl Schedule {
                 *acc
             }
         };
-        let t = self.curve.locate(target)?.invert(target);
-        if self.end.is_some_and(|end| t >= end) {
-            return None;
-        }
+        let d = self.curve.locate(target)?.send_time(target, self.end)?;
         // Rounding at piece boundaries must never let a send go backwards.
-        let d = Duration::try_from_secs_f64(t).ok()?.max(self.last);
+        let d = d.max(self.last);
         self.last = d;
         Some(d)
     }
@@ -862,10 +1043,6 @@ mod tests {
     fn poisson(mut s: RateSpec) -> RateSpec {
         s.arrivals = Arrivals::Poisson;
         s
-    }
-
-    fn secs(s: f64) -> Duration {
-        Duration::from_secs_f64(s)
     }
 
     /// This shard's sends before `until`.
@@ -902,14 +1079,12 @@ mod tests {
         c
     }
 
-    /// ∫ target_rate over [a, b) by the midpoint rule (fine for piecewise linear curves when the
-    /// breakpoints fall on the grid).
-    fn integral(spec: &RateSpec, a: f64, b: f64) -> f64 {
-        let steps = 1000;
-        let h = (b - a) / steps as f64;
-        (0..steps)
-            .map(|i| spec.target_rate(secs(a + (i as f64 + 0.5) * h)) * h)
-            .sum()
+    /// The rate part of the curve at `t` (bursts are instants, not a rate).
+    fn rate_at(spec: &RateSpec, t: Duration) -> f64 {
+        Curve::new(spec)
+            .around(t)
+            .cur
+            .map_or(0.0, |p| p.r0 + p.slope * (t.as_secs_f64() - p.t0))
     }
 
     fn assert_monotonic(times: &[Duration]) {
@@ -1104,7 +1279,7 @@ mod tests {
         for (w, &n) in counts(&all, Duration::from_secs(1), 30).iter().enumerate() {
             let want = if w % 10 >= 8 { 1000.0 } else { 100.0 };
             assert!(close(n, want, 1.0), "window {w}: {n} vs {want}");
-            assert_eq!(s.target_rate(Duration::from_secs(w as u64)), want);
+            assert_eq!(rate_at(&s, Duration::from_secs(w as u64)), want);
         }
     }
 
@@ -1150,7 +1325,11 @@ mod tests {
         {
             assert_eq!(c, 10, "burst {k}");
         }
-        assert_eq!(s.target_rate(Duration::from_secs(3)), 10.0);
+        // A burst is due at its instant: 10 in any second that holds one, none in between.
+        let d = Duration::from_millis;
+        assert_eq!(s.mean_rate(d(3000), d(4000)), 10.0);
+        assert_eq!(s.sends_due(d(3000), d(3001)), 10.0);
+        assert_eq!(s.sends_due(d(3001), d(4000)), 0.0);
     }
 
     #[test]
@@ -1173,7 +1352,11 @@ mod tests {
         for i in 0..4 {
             assert_monotonic(&sends(&s, i, 4, Duration::from_secs(10)));
         }
-        assert_eq!(s.target_rate(Duration::ZERO), 120.0);
+        // Over a whole burst period the mean is R plus the burst spread over the period.
+        assert_eq!(
+            s.mean_rate(Duration::ZERO, Duration::from_millis(2500)),
+            120.0
+        );
     }
 
     #[test]
@@ -1204,14 +1387,16 @@ mod tests {
             // Area under the curve: 500 + 1000 + 500.
             assert!(close(all.len(), 2000.0, shards as f64));
             for (w, &n) in counts(&all, Duration::from_secs(1), 30).iter().enumerate() {
-                let want = integral(&s, w as f64, w as f64 + 1.0);
+                let w = w as u64;
+                let want = s.sends_due(Duration::from_secs(w), Duration::from_secs(w + 1));
                 assert!(close(n, want, 1.0), "window {w}: {n} vs {want}");
             }
         }
-        assert_eq!(s.target_rate(Duration::from_secs(5)), 50.0);
-        assert_eq!(s.target_rate(Duration::from_secs(15)), 100.0);
-        assert_eq!(s.target_rate(Duration::from_secs(25)), 50.0);
-        assert_eq!(s.target_rate(Duration::from_secs(30)), 0.0);
+        let at = |t| rate_at(&s, Duration::from_secs(t));
+        assert_eq!(at(5), 50.0);
+        assert_eq!(at(15), 100.0);
+        assert_eq!(at(25), 50.0);
+        assert_eq!(at(30), 0.0);
         let mut sch = Schedule::new(&s, 0, 1);
         for _ in 0..2000 {
             sch.next();
@@ -1263,7 +1448,7 @@ mod tests {
 
         let mut distinct = Vec::new();
         for ms in (0..20_000).step_by(10) {
-            let r = a.target_rate(Duration::from_millis(ms));
+            let r = rate_at(&a, Duration::from_millis(ms));
             assert!((0.0..=800.0).contains(&r));
             if !distinct.contains(&r) {
                 distinct.push(r);
@@ -1273,8 +1458,8 @@ mod tests {
         assert!(distinct.len() >= 8, "{} rates", distinct.len());
         // Out-of-order queries give the same answers as in-order ones.
         assert_eq!(
-            a.target_rate(Duration::from_millis(1234)),
-            mk(7).target_rate(Duration::from_millis(1234))
+            rate_at(&a, Duration::from_millis(1234)),
+            rate_at(&mk(7), Duration::from_millis(1234))
         );
 
         // Sends follow the curve.
@@ -1282,13 +1467,290 @@ mod tests {
         let c = counts(&all, Duration::from_millis(100), 200);
         let mut covered = 0.0;
         for (w, &n) in c.iter().enumerate() {
-            let lo = w as f64 * 0.1;
-            let want = integral(&a, lo, lo + 0.1);
+            let lo = Duration::from_millis(100 * w as u64);
+            let want = a.sends_due(lo, lo + Duration::from_millis(100));
             covered += want;
-            // A hold boundary inside the window makes the midpoint integral slightly off.
             assert!(close(n, want, 2.0), "window {w}: {n} vs {want}");
         }
         assert!(close(all.len(), covered, 2.0));
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Sends due
+
+    /// One spec of every pattern, with rates and lengths that put sends, bursts and breakpoints
+    /// on round instants (where rounding decides which side of a window they fall) and off them.
+    fn every_pattern() -> Vec<RateSpec> {
+        let ms = Duration::from_millis;
+        let stages = |st: &str| spec(0.0, parse_stages_pattern(st));
+        vec![
+            spec(1000.0, Pattern::Constant),
+            spec(333.3, Pattern::Constant),
+            spec(
+                0.0,
+                Pattern::Burst {
+                    size: 7,
+                    every: ms(333),
+                },
+            ),
+            spec(
+                100.0,
+                Pattern::Burst {
+                    size: 50,
+                    every: ms(1000),
+                },
+            ),
+            spec(
+                10.0,
+                Pattern::Burst {
+                    size: 50,
+                    every: Duration::from_secs(10),
+                },
+            ),
+            spec(
+                1000.0,
+                Pattern::Ramp {
+                    from: 0.0,
+                    over: ms(2000),
+                },
+            ),
+            spec(
+                300.0,
+                Pattern::Ramp {
+                    from: 1100.7,
+                    over: ms(1500),
+                },
+            ),
+            spec(
+                100.0,
+                Pattern::Spike {
+                    rate: 1000.0,
+                    len: ms(200),
+                    every: ms(1000),
+                },
+            ),
+            spec(
+                0.1,
+                Pattern::Spike {
+                    rate: 700.3,
+                    len: ms(170),
+                    every: ms(430),
+                },
+            ),
+            spec(
+                100.0,
+                Pattern::Spike {
+                    rate: 0.0,
+                    len: ms(500),
+                    every: ms(1000),
+                },
+            ),
+            spec(
+                300.0,
+                Pattern::Chaos {
+                    min_hold: ms(1),
+                    max_hold: ms(50),
+                },
+            ),
+            spec(
+                800.0,
+                Pattern::Chaos {
+                    min_hold: ms(100),
+                    max_hold: ms(400),
+                },
+            ),
+            stages("1s:400,0s:10,1s:900,1s:0"),
+            stages("300ms:10.1,700ms:3.3,1s:77.7,0s:0,500ms:0,200ms:1000"),
+            // Ends before the run does.
+            stages("500ms:200,1s:200"),
+        ]
+    }
+
+    /// Window edges for a run of `run` with send times `all`: a grid, the send times themselves
+    /// and a nanosecond either side, and seeded random instants.
+    fn edges(all: &[Duration], run: Duration) -> Vec<Duration> {
+        let mut v: Vec<Duration> = (0..=30).map(|k| run * k / 30).collect();
+        let ns = Duration::from_nanos(1);
+        for t in all.iter().step_by(7) {
+            v.extend([*t, t.saturating_sub(ns), *t + ns]);
+        }
+        let mut rng = SplitMix64::new(5, 5);
+        v.extend((0..100).map(|_| Duration::from_nanos(rng.below(nanos(run)))));
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn sends_due_is_what_the_uniform_schedule_emits() {
+        let run = Duration::from_secs(3);
+        for s in every_pattern() {
+            s.validate(None).unwrap();
+            for shards in [1, 3] {
+                let all = all_sends(&s, shards, run);
+                assert!(!all.is_empty(), "{:?}", s.pattern);
+                let before = |t: Duration| all.partition_point(|x| *x < t) as f64;
+                let edges = edges(&all, run);
+                // Over the run, from the start to every edge, and between edges near and far apart.
+                assert_eq!(s.sends_due(Duration::ZERO, run), all.len() as f64);
+                let mut due = s.due(None);
+                for (i, &b) in edges.iter().enumerate() {
+                    let want = before(b);
+                    assert_eq!(
+                        due.before(b),
+                        want,
+                        "{:?} shards={shards} [0, {b:?})",
+                        s.pattern
+                    );
+                    for &a in [edges[i.saturating_sub(1)], edges[i / 2]].iter() {
+                        assert_eq!(
+                            s.sends_due(a, b),
+                            want - before(a),
+                            "{:?} shards={shards} [{a:?}, {b:?})",
+                            s.pattern
+                        );
+                    }
+                }
+                // The same answers asked in the other order (a chaos curve is walked again).
+                for &b in edges.iter().rev().step_by(13) {
+                    assert_eq!(due.before(b), before(b), "{:?} [0, {b:?})", s.pattern);
+                }
+            }
+        }
+    }
+
+    /// Exact far into a run, where Λ is in the billions: send j is due at its own send time and
+    /// not a nanosecond before.
+    #[test]
+    fn sends_due_exact_an_hour_in() {
+        let specs = [
+            spec(1_000_000.0, Pattern::Constant),
+            spec(
+                1000.0,
+                Pattern::Ramp {
+                    from: 0.0,
+                    over: Duration::from_secs(10),
+                },
+            ),
+            spec(
+                3_000.3,
+                Pattern::Spike {
+                    rate: 17_000.0,
+                    len: Duration::from_millis(300),
+                    every: Duration::from_millis(1100),
+                },
+            ),
+        ];
+        for s in &specs {
+            let mut due = s.due(None);
+            let mut sch = Schedule::new(s, 0, 1);
+            // Jump to the first send at or after an hour.
+            let first = due.before(Duration::from_secs(3600)) as u64;
+            sch.draw = Draw::Uniform {
+                k: first,
+                phase: 0.0,
+            };
+            let mut prev = None;
+            for j in first..first + 2000 {
+                let t = sch.next().unwrap();
+                if prev != Some(t) {
+                    assert_eq!(due.before(t), j as f64, "{:?} send {j} at {t:?}", s.pattern);
+                }
+                let after = t + Duration::from_nanos(1);
+                assert_eq!(
+                    due.before(after),
+                    (j + 1) as f64,
+                    "{:?} send {j}",
+                    s.pattern
+                );
+                prev = Some(t);
+            }
+        }
+    }
+
+    /// Poisson arrivals: the sends due are the expectation, Λ itself rather than its ceiling, and
+    /// the schedule's counts scatter around it.
+    #[test]
+    fn sends_due_is_the_expectation_for_poisson_arrivals() {
+        let ms = Duration::from_millis;
+        let c = spec(1000.0, Pattern::Constant);
+        assert_eq!(
+            c.sends_due(Duration::ZERO, Duration::from_micros(1500)),
+            2.0
+        );
+        assert_eq!(
+            poisson(c).sends_due(Duration::ZERO, Duration::from_micros(1500)),
+            1.5
+        );
+        // Bursts are due at their instants either way.
+        let b = poisson(spec(
+            100.0,
+            Pattern::Burst {
+                size: 50,
+                every: ms(1000),
+            },
+        ));
+        assert!((b.sends_due(ms(0), ms(1500)) - 250.0).abs() < 1e-9);
+        assert!((b.sends_due(ms(500), ms(1001)) - 100.1).abs() < 1e-9);
+
+        let run = Duration::from_secs(3);
+        for s in every_pattern() {
+            let s = poisson(s);
+            let want = s.sends_due(Duration::ZERO, run);
+            let uniform = RateSpec {
+                arrivals: Arrivals::Uniform,
+                ..s.clone()
+            };
+            assert!((uniform.sends_due(Duration::ZERO, run) - want).abs() <= 1.0);
+            for shards in [1, 3] {
+                let n = all_sends(&s, shards, run).len();
+                // Bursts are exact; the rest is Poisson, sd = sqrt(mean).
+                assert!(
+                    close(n, want, 5.0 * want.sqrt() + 1.0),
+                    "{:?} shards={shards}: {n} vs {want}",
+                    s.pattern
+                );
+            }
+        }
+    }
+
+    /// Issue 11: a 1 s run of `--rate 10 --pattern burst` (50 every 10 s) has the burst at 0 and
+    /// 10 rate-driven sends due, 60 req/s over the run, not the rate plus the burst smeared over
+    /// its period (15).
+    #[test]
+    fn burst_target_counts_the_burst_in_the_run() {
+        let s = spec(
+            10.0,
+            Pattern::Burst {
+                size: 50,
+                every: Duration::from_secs(10),
+            },
+        );
+        let d = Duration::from_millis;
+        assert_eq!(s.sends_due(d(0), d(1000)), 60.0);
+        assert_eq!(s.mean_rate(d(0), d(1000)), 60.0);
+        assert_eq!(all_sends(&s, 3, d(1000)).len(), 60);
+        assert_eq!(s.mean_rate(d(0), d(10_000)), 15.0);
+        assert_eq!(s.sends_due(d(0), d(10_001)), 101.0 + 100.0);
+    }
+
+    #[test]
+    fn due_stops_with_the_run_and_with_the_stages() {
+        let d = Duration::from_millis;
+        let c = spec(100.0, Pattern::Constant);
+        let mut due = c.due(Some(d(1500)));
+        assert_eq!(due.before(d(1000)), 100.0);
+        assert_eq!(due.before(d(1500)), 150.0);
+        assert_eq!(due.before(d(9000)), 150.0);
+        assert_eq!(due.mean_rate(d(1000), d(2000)), 50.0);
+        assert_eq!(due.mean_rate(d(2000), d(2000)), 0.0);
+        assert_eq!(c.sends_due(d(1000), d(500)), 0.0);
+
+        // Nothing after the last stage, whatever the run's length.
+        let s = spec(0.0, parse_stages_pattern("1s:100,1s:100"));
+        let all = all_sends(&s, 2, Duration::MAX);
+        assert_eq!(s.sends_due(Duration::ZERO, Duration::MAX), all.len() as f64);
+        assert_eq!(s.sends_due(d(2000), d(60_000)), 0.0);
+        assert_eq!(s.sends_due(d(0), d(2000)), 150.0);
     }
 
     #[test]
@@ -1470,7 +1932,10 @@ mod tests {
                 };
                 let v = sends(&s, 0, 2, Duration::from_secs(2));
                 assert_monotonic(&v);
-                let _ = s.target_rate(Duration::from_secs(1));
+                let _ = s.sends_due(Duration::ZERO, Duration::from_secs(1));
+                let _ = s
+                    .due(Some(Duration::from_secs(1)))
+                    .before(Duration::from_secs(2));
             }
         }
     }
@@ -1689,7 +2154,7 @@ mod tests {
     }
 
     #[test]
-    fn target_rate_and_natural_duration() {
+    fn rate_at_and_natural_duration() {
         let d = Duration::from_secs;
         let s = spec(
             100.0,
@@ -1698,12 +2163,12 @@ mod tests {
                 over: d(10),
             },
         );
-        assert_eq!(s.target_rate(d(0)), 50.0);
-        assert_eq!(s.target_rate(d(5)), 75.0);
-        assert_eq!(s.target_rate(d(10)), 100.0);
-        assert_eq!(s.target_rate(d(1000)), 100.0);
+        assert_eq!(rate_at(&s, d(0)), 50.0);
+        assert_eq!(rate_at(&s, d(5)), 75.0);
+        assert_eq!(rate_at(&s, d(10)), 100.0);
+        assert_eq!(rate_at(&s, d(1000)), 100.0);
         assert_eq!(s.natural_duration(), None);
-        assert_eq!(spec(5.0, Pattern::Constant).target_rate(d(3)), 5.0);
+        assert_eq!(rate_at(&spec(5.0, Pattern::Constant), d(3)), 5.0);
         let sp = spec(
             10.0,
             Pattern::Spike {
@@ -1712,9 +2177,9 @@ mod tests {
                 every: d(4),
             },
         );
-        assert_eq!(sp.target_rate(Duration::from_millis(2999)), 10.0);
-        assert_eq!(sp.target_rate(d(3)), 99.0);
-        assert_eq!(sp.target_rate(d(4)), 10.0);
+        assert_eq!(rate_at(&sp, Duration::from_millis(2999)), 10.0);
+        assert_eq!(rate_at(&sp, d(3)), 99.0);
+        assert_eq!(rate_at(&sp, d(4)), 10.0);
         assert_eq!(
             spec(0.0, parse_stages_pattern("1m:10,30s:20")).natural_duration(),
             Some(d(90))

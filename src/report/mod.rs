@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use std::time::Duration;
 
-use crate::aggregate::{mean_rate, Aggregator, TimelineRow};
+use crate::aggregate::{Aggregator, TimelineRow};
 use crate::plan::{Config, Plan};
 use crate::schedule::RateSpec;
 use crate::stats::{ErrorKind, Metric, Summary};
@@ -45,7 +45,7 @@ pub struct Connections {
 /// own shortfall as much as the server.
 #[derive(Clone, Debug, Serialize)]
 pub struct OpenLoop {
-    /// Mean target rate over the sending window.
+    /// Mean target rate over the sending window: the sends due in it over its length.
     pub target_rps: f64,
     /// Requests actually started per second over the same window.
     pub achieved_rps: f64,
@@ -261,7 +261,8 @@ fn ser_pairs<S: serde::Serializer>(
 fn open_loop(agg: &Aggregator, spec: &RateSpec, duration: Option<std::time::Duration>) -> OpenLoop {
     let totals = agg.totals();
     let (span, target) = match duration {
-        Some(d) => (d.as_secs_f64(), mean_rate(spec, Duration::ZERO, d, 10_000)),
+        // The engine sends what is due before the end, nothing at or after it: [0, d).
+        Some(d) => (d.as_secs_f64(), spec.mean_rate(Duration::ZERO, d)),
         None => {
             let rows = agg
                 .timeline
@@ -312,7 +313,8 @@ pub fn decode_histogram(text: &str) -> Result<Histogram<u64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stats::new_histogram;
+    use crate::schedule::{Arrivals, Pattern};
+    use crate::stats::{new_histogram, Counters, Hists, Snapshot};
 
     #[test]
     fn histograms_round_trip_exactly() {
@@ -325,5 +327,64 @@ mod tests {
         assert_eq!(back.max(), h.max());
         assert_eq!(back.value_at_quantile(0.5), h.value_at_quantile(0.5));
         assert!(decode_histogram("not base64!").is_err());
+    }
+
+    /// A one-shard run that sent `sent` requests by `at`, with no send lag recorded.
+    fn finished(sent: u64, at: Duration) -> Aggregator {
+        let mut agg = Aggregator::new(1, Duration::from_secs(1), None);
+        agg.push(Snapshot {
+            shard: 0,
+            seq: 0,
+            at,
+            last: true,
+            counters: Counters {
+                sent,
+                ..Default::default()
+            },
+            hists: Hists::new(&[Metric::Latency, Metric::SendLag]),
+        });
+        agg
+    }
+
+    /// Issue 11: `--rate 10 --pattern burst --duration 1s` has 60 sends due (the burst of 50 at
+    /// 0 and 10 at 10 req/s). The target used to be the burst spread over its 10 s period, 15,
+    /// by which a run that sent only the burst had kept up.
+    #[test]
+    fn open_loop_target_of_a_short_burst_run_is_what_was_due() {
+        let spec = RateSpec {
+            rate: 10.0,
+            pattern: Pattern::Burst {
+                size: 50,
+                every: Duration::from_secs(10),
+            },
+            arrivals: Arrivals::Uniform,
+            seed: 1,
+        };
+        let run = Duration::from_secs(1);
+        let o = open_loop(&finished(60, run), &spec, Some(run));
+        assert_eq!(o.target_rps, 60.0);
+        assert_eq!(o.achieved_rps, 60.0);
+        assert!(o.kept_up, "{o:?}");
+        let o = open_loop(&finished(50, run), &spec, Some(run));
+        assert!(!o.kept_up, "{o:?}");
+    }
+
+    /// The target covers [0, duration): a send due at the end itself is not part of the run
+    /// (the engine stops with the first send time at or past it).
+    #[test]
+    fn open_loop_target_ends_with_the_duration() {
+        let spec = RateSpec {
+            rate: 0.0,
+            pattern: Pattern::Burst {
+                size: 20,
+                every: Duration::from_millis(500),
+            },
+            arrivals: Arrivals::Uniform,
+            seed: 1,
+        };
+        let run = Duration::from_secs(2);
+        let o = open_loop(&finished(80, run), &spec, Some(run));
+        assert_eq!(o.target_rps, 40.0);
+        assert!(o.kept_up, "{o:?}");
     }
 }
