@@ -157,6 +157,12 @@ pub struct RunArgs {
     #[arg(long, help_heading = "Open loop")]
     pub max_in_flight: Option<u64>,
 
+    /// How late a send may be so that sends and responses are handled in batches, one
+    /// wake-up for many (CPU per request falls as it grows); 0 wakes for each. Latency is
+    /// still measured from the intended send time to the response's arrival. Default 200us.
+    #[arg(long, value_name = "D", help_heading = "Open loop")]
+    pub slack: Option<String>,
+
     /// Spacing of sends: evenly, or exponential gaps (Poisson arrivals).
     #[arg(
         long,

@@ -20,6 +20,11 @@ use crate::stats::{Metric, MetricGroup};
 pub struct PlanError(pub String);
 
 const DEFAULT_MODEL: &str = "llama3.2";
+
+/// `--slack` unless given: send lag p99 stays within 250 us (PERFORMANCE.md).
+pub const DEFAULT_SLACK: Duration = Duration::from_micros(200);
+/// A larger slack would make a schedule meaningless at the rates it is for.
+const MAX_SLACK: Duration = Duration::from_millis(10);
 const DEFAULT_PROMPTS: &str = "short";
 
 /// Deeper pipelines only queue requests in the server's socket buffer.
@@ -54,6 +59,8 @@ pub struct Plan {
     pub rate: Option<RateSpec>,
     /// Cap on requests in flight over all shards.
     pub max_in_flight: Option<u64>,
+    /// Open loop: how late a send may be for the sake of batching (see `crate::rt::batch`).
+    pub slack: Duration,
     /// Speaking an LLM API: decode its streams.
     pub llm: Option<LlmPlan>,
     pub output: Output,
@@ -121,6 +128,12 @@ pub struct Config {
     pub rate: Option<RateSpec>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
+    /// Open loop: `--slack` in seconds.
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slack: Option<Duration>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmConfig>,
     /// The named scenario this run came from, if any.
@@ -314,6 +327,23 @@ impl Plan {
             }
             other => other,
         };
+        let slack = match (&args.slack, &rate) {
+            (Some(_), None) => {
+                return err("--slack applies to an open loop: add --rate (or --pattern, --stages)")
+            }
+            (Some(raw), Some(_)) => {
+                let d = parse_duration("--slack", raw)?;
+                if d > MAX_SLACK {
+                    return err(format!(
+                        "--slack {raw}: at most {} (a send may be this late)",
+                        humantime::format_duration(MAX_SLACK)
+                    ));
+                }
+                d
+            }
+            (None, Some(_)) => DEFAULT_SLACK,
+            (None, None) => Duration::ZERO,
+        };
         let timeout = positive_duration("--timeout", &args.timeout)?;
         let connect_timeout = positive_duration("--connect-timeout", &args.connect_timeout)?;
         let interval = positive_duration("--interval", &args.interval)?;
@@ -427,6 +457,7 @@ impl Plan {
             body_bytes: body.len(),
             rate: rate.clone(),
             max_in_flight,
+            slack: rate.as_ref().map(|_| slack),
             llm: llm_config,
             scenario: None,
         };
@@ -444,6 +475,7 @@ impl Plan {
             head: method == "HEAD",
             rate,
             max_in_flight,
+            slack,
             llm,
             output,
             config,

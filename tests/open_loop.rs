@@ -217,6 +217,39 @@ fn constant_rate_sends_exactly_the_schedule() {
     assert_eq!(num(&doc, "send_lag_us.count"), 1000, "send_lag_us.count");
 }
 
+/// With `--slack`, a core handles its sends and responses in batches: the counts stay
+/// exact, every request is on the server's count, and the slack is in the config. The
+/// batch sleeps come after the first request, so both the batched and the plain path run.
+#[test]
+fn slack_batches_without_losing_a_request() {
+    for slack in ["0", "2ms"] {
+        let doc = run_on_schedule(&["--rate", "400", "--duration", "1s", "--slack", slack]);
+        assert_all_ok(&doc, 400);
+        let want = if slack == "0" { 0.0 } else { 0.002 };
+        assert_eq!(float(&doc, "config.slack"), want, "config.slack");
+        assert_eq!(num(&doc, "send_lag_us.count"), 400, "send_lag_us.count");
+    }
+    // The default applies to open loops only.
+    let doc = run_on_schedule(&["--rate", "100", "--duration", "1s"]);
+    assert_eq!(float(&doc, "config.slack"), 0.0002, "default slack");
+}
+
+/// Responses read late on purpose are timed by their arrival: the server answers at once,
+/// blast reads each response up to 10 ms after it came, and the service time it reports
+/// (send to arrival) is not stretched by that wait. Without arrival stamps the median would
+/// be about half the slack; with them it is the loopback round trip. Only the gross
+/// difference is asserted (the machine is noisy).
+#[test]
+fn late_reads_are_timed_by_arrival() {
+    let doc = run_on_schedule(&["--rate", "300", "--duration", "1s", "--slack", "10ms"]);
+    assert_all_ok(&doc, 300);
+    let p50 = num(&doc, "latency_uncorrected_us.p50");
+    assert!(
+        p50 < 2_500,
+        "uncorrected latency p50 {p50} us: the reads' wait was counted"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // 2. Coordinated omission
 // ---------------------------------------------------------------------------------------
@@ -951,6 +984,9 @@ fn bad_open_loop_input_is_rejected_before_any_connection() {
         ],
         &["--arrivals", "sometimes", "--rate", "10"],
         &["--seed", "-1", "--rate", "10"],
+        &["--slack", "1ms"],
+        &["--slack", "soon", "--rate", "10"],
+        &["--slack", "11ms", "--rate", "10"],
     ];
     for case in cases {
         let mut args = vec![url.as_str()];

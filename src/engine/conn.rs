@@ -9,7 +9,7 @@
 use std::collections::VecDeque;
 use std::io;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::llm::{BodyTap, LlmTracker};
 use super::shard::{Abort, Shard, Ticket};
@@ -26,6 +26,9 @@ const READ_BUF: usize = 16 * 1024;
 /// that is down costs a few attempts per second per connection instead of a spinning core.
 const BACKOFF_MIN: Duration = Duration::from_millis(1);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// Older arrival stamps than this are not believed (see `arrival`).
+const MAX_STAMP_AGE: Duration = Duration::from_secs(1);
 
 /// Open loop: how late past the end of the run a request due before it may still be sent.
 const LATE_GRACE: Duration = Duration::from_millis(100);
@@ -264,6 +267,10 @@ impl Conn {
             let i = (first + k) % addrs.len();
             let connected = Stream::connect(addrs[i], self.shard.setup.connect_timeout).await;
             if let Ok(stream) = connected {
+                if self.shard.stamps {
+                    // Without stamps, reads are timed when they happen: still counted.
+                    let _ = stream.stamp_arrivals();
+                }
                 self.shard.preferred_addr.set(i);
                 let mut counters = self.shard.counters.borrow_mut();
                 counters.conns_opened += 1;
@@ -360,15 +367,23 @@ impl Conn {
             } else {
                 &mut rbuf[..]
             };
-            let n = match stream.try_read(data) {
+            let mut arrived = None;
+            let got = if self.shard.stamps {
+                stream.try_read_stamped(data, &mut arrived)
+            } else {
+                stream.try_read(data)
+            };
+            let n = match got {
                 None => continue,
                 Some(Ok(0)) => return Err(self.eof()),
                 Some(Ok(n)) => n,
                 Some(Err(e)) => return Err(self.io_failure(ErrorKind::Read, &e)),
             };
             // One clock read per read: every response and token event it completes is
-            // timed by it.
-            self.read_at = self.clock();
+            // timed by it, or by when the kernel says the bytes arrived, when the shard
+            // reads late on purpose (see `rt::batch`).
+            let now = self.clock();
+            self.read_at = arrived.map_or(now, |at| arrival(now, at));
             self.shard.counters.borrow_mut().bytes_read += n as u64;
             if kept {
                 self.end += n;
@@ -571,6 +586,18 @@ impl Conn {
     async fn sleep_until(&self, at: Instant) {
         let _ = self.watch().cancel.guard(rt::sleep_until(at)).await;
     }
+}
+
+/// `now` less the age of a kernel arrival stamp (wall clock): when the bytes arrived, on
+/// the clock every other event is timed by. A stamp that makes no sense (from the future,
+/// or older than a wall-clock step would explain) gives `now`.
+fn arrival(now: Instant, stamp: SystemTime) -> Instant {
+    SystemTime::now()
+        .duration_since(stamp)
+        .ok()
+        .filter(|age| *age < MAX_STAMP_AGE)
+        .and_then(|age| now.checked_sub(age))
+        .unwrap_or(now)
 }
 
 fn aborted(why: Abort) -> Broken {

@@ -58,6 +58,8 @@ pub(crate) struct ShardSetup {
     pub shards: usize,
     /// This shard's share of `--max-in-flight`.
     pub max_in_flight: Option<u64>,
+    /// Open loop: see `Plan::slack`.
+    pub slack: Duration,
     pub llm: Option<LlmPlan>,
 }
 
@@ -95,6 +97,7 @@ impl Run {
                     rate: plan.rate.clone(),
                     shards: plan.cpus.len(),
                     max_in_flight: plan.max_in_flight_of(id),
+                    slack: plan.slack,
                     llm: plan.llm,
                 };
                 let (tx, go) = (snap_tx.clone(), go_rx.clone());

@@ -65,6 +65,9 @@ pub(crate) struct Shard {
     pub stopping: Cell<bool>,
     /// Every connection is done and the last snapshot is sent.
     finished: Cell<bool>,
+    /// Responses are read late on purpose (open loop with slack): time them by their
+    /// kernel arrival stamps.
+    pub stamps: bool,
     /// Index in `setup.addrs` of the address that last accepted a connection.
     pub preferred_addr: Cell<usize>,
     tx: Sender<Snapshot>,
@@ -194,6 +197,7 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         next_template: Cell::new(0),
         stopping: Cell::new(false),
         finished: Cell::new(false),
+        stamps: setup.rate.is_some() && !setup.slack.is_zero(),
         preferred_addr: Cell::new(0),
         tx,
         seq: Cell::new(0),
@@ -202,6 +206,9 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         start,
         setup,
     });
+    if shard.stamps {
+        rt::batch(shard.setup.slack);
+    }
     // The ticker is dropped with the runtime once the connections are done.
     rt::spawn(ticker(shard.clone())).detach();
     let tasks: Vec<_> = (0..shard.setup.conns)

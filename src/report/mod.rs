@@ -93,7 +93,7 @@ pub const SATURATED: f64 = 0.9;
 
 /// Achieved rate may fall this far below target before blast calls itself overloaded.
 const RATE_TOLERANCE: f64 = 0.01;
-/// Send lag p99 above this means blast's own scheduling could not keep up.
+/// Send lag p99 above this (plus `--slack`) means blast's own scheduling could not keep up.
 const MAX_SEND_LAG_P99_US: u64 = 1_000;
 
 /// The result document. Its keys are a contract (see the README): add, never rename.
@@ -210,7 +210,7 @@ impl Report {
             open_loop: plan
                 .rate
                 .as_ref()
-                .map(|spec| open_loop(agg, spec, plan.duration)),
+                .map(|spec| open_loop(agg, spec, plan.duration, plan.slack)),
             tokens: plan.llm.map(|_| Tokens {
                 output: totals.tokens,
                 per_s: per_s(totals.tokens),
@@ -258,7 +258,12 @@ fn ser_pairs<S: serde::Serializer>(
 
 /// Compare what was started with what was asked for: over the run's duration, or for a
 /// run bounded by a request count, up to the last interval in which anything was sent.
-fn open_loop(agg: &Aggregator, spec: &RateSpec, duration: Option<std::time::Duration>) -> OpenLoop {
+fn open_loop(
+    agg: &Aggregator,
+    spec: &RateSpec,
+    duration: Option<Duration>,
+    slack: Duration,
+) -> OpenLoop {
     let totals = agg.totals();
     let (span, target) = match duration {
         // The engine sends what is due before the end, nothing at or after it: [0, d).
@@ -287,8 +292,9 @@ fn open_loop(agg: &Aggregator, spec: &RateSpec, duration: Option<std::time::Dura
         achieved_rps,
         missed: totals.missed,
         send_lag_p99_us,
+        // Lateness within `--slack` was asked for; only what goes beyond it counts.
         kept_up: achieved_rps >= target * (1.0 - RATE_TOLERANCE)
-            && send_lag_p99_us <= MAX_SEND_LAG_P99_US,
+            && send_lag_p99_us <= MAX_SEND_LAG_P99_US + slack.as_micros() as u64,
     }
 }
 
@@ -361,11 +367,11 @@ mod tests {
             seed: 1,
         };
         let run = Duration::from_secs(1);
-        let o = open_loop(&finished(60, run), &spec, Some(run));
+        let o = open_loop(&finished(60, run), &spec, Some(run), Duration::ZERO);
         assert_eq!(o.target_rps, 60.0);
         assert_eq!(o.achieved_rps, 60.0);
         assert!(o.kept_up, "{o:?}");
-        let o = open_loop(&finished(50, run), &spec, Some(run));
+        let o = open_loop(&finished(50, run), &spec, Some(run), Duration::ZERO);
         assert!(!o.kept_up, "{o:?}");
     }
 
@@ -383,7 +389,7 @@ mod tests {
             seed: 1,
         };
         let run = Duration::from_secs(2);
-        let o = open_loop(&finished(80, run), &spec, Some(run));
+        let o = open_loop(&finished(80, run), &spec, Some(run), Duration::ZERO);
         assert_eq!(o.target_rps, 40.0);
         assert!(o.kept_up, "{o:?}");
     }

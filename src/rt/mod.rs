@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_task::Runnable;
 
+use poller::Woke;
 pub(crate) use poller::{Listener, Stream};
 pub use timer::{sleep, sleep_until};
 
@@ -41,6 +42,10 @@ struct Core {
     remote: Arc<Remote>,
     /// When the loop last looked at sockets and timers (see `yield_if_needed`).
     last_turn: Cell<Instant>,
+    /// See `batch`; zero: every event and timer is handled as it comes.
+    slack: Cell<Duration>,
+    /// The last turn found work (events, due timers, ready tasks).
+    active: Cell<bool>,
 }
 
 /// Tasks woken from other threads, handed over through a locked queue and an eventfd that
@@ -108,6 +113,8 @@ impl Runtime {
                     efd,
                 }),
                 last_turn: Cell::new(Instant::now()),
+                slack: Cell::new(Duration::ZERO),
+                active: Cell::new(false),
             },
         })
     }
@@ -160,26 +167,40 @@ impl Core {
     }
 
     /// Fire due timers, then look at the sockets: without waiting when tasks are ready,
-    /// else blocking until the next event, timer or remote wake-up.
+    /// else blocking until the next event, timer or remote wake-up; or, while batching
+    /// (see `batch`), sleeping through `slack` first and then taking everything at once.
     fn turn(&self, events: &mut [libc::epoll_event]) {
         let now = Instant::now();
         self.last_turn.set(now);
-        self.poller.timers.fire(now);
-        let timeout = if self.queue.borrow().is_empty() {
-            self.poller
-                .timers
-                .next_due()
-                .map(|at| at.saturating_duration_since(now))
+        let mut active = self.poller.timers.fire(now) > 0;
+        let slack = self.slack.get();
+        let woke = if !self.queue.borrow().is_empty() {
+            active = true;
+            self.poller.dispatch(events, Some(Duration::ZERO))
+        } else if !slack.is_zero() && self.active.get() {
+            // Sockets cannot end this sleep, so the responses, sends and timers that come
+            // due within it are handled in one wake-up instead of one wake-up each.
+            self.poller.nap(slack);
+            Woke {
+                waited: true,
+                ..self.poller.dispatch(events, Some(Duration::ZERO))
+            }
         } else {
-            Some(Duration::ZERO)
+            let until_next = self.poller.timers.next_due();
+            self.poller.dispatch(
+                events,
+                until_next.map(|at| at.saturating_duration_since(now)),
+            )
         };
-        let woke = self.poller.dispatch(events, timeout);
         if woke.remote {
             self.queue.borrow_mut().extend(self.remote.take());
         }
         if woke.waited {
-            self.poller.timers.fire(Instant::now());
+            active |= self.poller.timers.fire(Instant::now()) > 0;
         }
+        // A sleep that found nothing to do ends the batching until something happens again:
+        // an idle thread blocks until its next event instead of waking every `slack`.
+        self.active.set(active || woke.events > 0 || woke.remote);
     }
 
     /// Drop every task left: wakers held by sockets and timers are let go, which schedules
@@ -238,6 +259,16 @@ where
 /// The current thread's poller, for sockets.
 pub(crate) fn poller() -> Rc<poller::Poller> {
     with_core(|c| c.poller.clone())
+}
+
+/// Let the current thread handle its work in batches: while it is busy, each wait is a
+/// sleep of `slack` that no socket event ends, after which everything that came in and
+/// every timer that came due is handled at once. A timer then fires up to `slack` late,
+/// and a response is read up to `slack` after it arrived (its arrival time is still known
+/// to the microsecond: see `Stream::read_stamps`). Once a sleep finds nothing to do, the
+/// thread blocks as usual until its next event or timer. Zero turns batching off.
+pub fn batch(slack: Duration) {
+    with_core(|c| c.slack.set(slack));
 }
 
 /// Let the loop look at sockets and timers if it has not for `slice`: for tasks that can
@@ -362,6 +393,42 @@ mod tests {
             }));
         other.join().unwrap();
         assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn a_batching_runtime_still_serves_sockets_and_timers() {
+        use std::io::{Read, Write};
+        // Data that comes while the thread is idle (no timers) must still wake it, and data
+        // that comes during a batch sleep must be read after it.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            for _ in 0..20 {
+                let mut b = [0u8; 1];
+                s.read_exact(&mut b).unwrap();
+                s.write_all(b"y").unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            s.write_all(b"z").unwrap();
+        });
+        let got = Runtime::new().unwrap().block_on(async move {
+            batch(Duration::from_millis(2));
+            let mut s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
+            let mut got = Vec::new();
+            let mut buf = [0u8; 8];
+            for _ in 0..20 {
+                sleep(Duration::from_micros(100)).await;
+                s.write_all(b"x").await.unwrap();
+                let n = s.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            got
+        });
+        server.join().unwrap();
+        assert_eq!(got, [&[b'y'; 20][..], b"z"].concat());
     }
 
     #[test]

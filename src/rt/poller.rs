@@ -16,7 +16,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::rc::Rc;
 use std::task::{ready, Context, Poll, Waker};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use futures_lite::future;
 use socket2::{Domain, Protocol, Socket, Type};
@@ -42,6 +42,8 @@ struct Slot {
 
 pub(crate) struct Poller {
     epfd: OwnedFd,
+    /// An epoll set with only the eventfd in it: a sleep that sockets do not end.
+    quiet: OwnedFd,
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<u32>>,
     pub timers: Timers,
@@ -55,6 +57,8 @@ pub(crate) struct Woke {
     pub remote: bool,
     /// The call may have blocked: the clock has moved.
     pub waited: bool,
+    /// Socket events collected.
+    pub events: usize,
 }
 
 /// Write the eventfd: the thread blocked on its epoll set wakes up.
@@ -81,7 +85,8 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 }
 
 impl Poller {
-    /// A new epoll set with an eventfd in it; the eventfd is returned for the remote queue.
+    /// A new epoll set with an eventfd in it (and a quiet set with only the eventfd); the
+    /// eventfd is returned for the remote queue.
     pub fn new() -> io::Result<(Rc<Poller>, OwnedFd)> {
         // SAFETY: plain syscalls; each descriptor is owned at once.
         let epfd =
@@ -92,24 +97,29 @@ impl Poller {
                 libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
             ))?)
         };
-        let mut ev = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLET) as u32,
-            u64: REMOTE,
-        };
-        // SAFETY: both descriptors are open; `ev` outlives the call.
-        check(unsafe {
-            libc::epoll_ctl(
-                epfd.as_raw_fd(),
-                libc::EPOLL_CTL_ADD,
-                efd.as_raw_fd(),
-                &mut ev,
-            )
-        })?;
+        let quiet =
+            unsafe { OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?) };
+        for set in [&epfd, &quiet] {
+            let mut ev = libc::epoll_event {
+                events: (libc::EPOLLIN | libc::EPOLLET) as u32,
+                u64: REMOTE,
+            };
+            // SAFETY: both descriptors are open; `ev` outlives the call.
+            check(unsafe {
+                libc::epoll_ctl(
+                    set.as_raw_fd(),
+                    libc::EPOLL_CTL_ADD,
+                    efd.as_raw_fd(),
+                    &mut ev,
+                )
+            })?;
+        }
         // Timers of this thread fire when due, not up to 50 us later (the default slack).
         // SAFETY: plain prctl on the calling thread.
         unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
         let poller = Poller {
             epfd,
+            quiet,
             slots: RefCell::new(Vec::new()),
             free: RefCell::new(Vec::new()),
             timers: Timers::default(),
@@ -160,8 +170,9 @@ impl Poller {
         let mut woke = Woke {
             remote: false,
             waited,
+            events: 0,
         };
-        let n = self.epoll_wait(events, timeout);
+        let n = self.epoll_wait(self.epfd.as_raw_fd(), events, timeout);
         if n <= 0 {
             return woke; // nothing ready, or interrupted by a signal: the loop looks again
         }
@@ -174,6 +185,7 @@ impl Poller {
             let Some(slot) = slots.get_mut(ev.u64 as usize) else {
                 continue;
             };
+            woke.events += 1;
             let bits = ev.events as libc::c_int;
             if bits & libc::EPOLLIN != 0 {
                 slot.ready |= IN;
@@ -193,12 +205,20 @@ impl Poller {
         woke
     }
 
-    fn epoll_wait(&self, events: &mut [libc::epoll_event], timeout: Option<Duration>) -> i32 {
-        let (fd, buf, len) = (
-            self.epfd.as_raw_fd(),
-            events.as_mut_ptr(),
-            events.len() as libc::c_int,
-        );
+    /// Sleep for `d`, or until another thread wakes this one; sockets do not end it (their
+    /// events wait in the main set).
+    pub fn nap(&self, d: Duration) {
+        let mut ev = [libc::epoll_event { events: 0, u64: 0 }];
+        self.epoll_wait(self.quiet.as_raw_fd(), &mut ev, Some(d));
+    }
+
+    fn epoll_wait(
+        &self,
+        fd: RawFd,
+        events: &mut [libc::epoll_event],
+        timeout: Option<Duration>,
+    ) -> i32 {
+        let (buf, len) = (events.as_mut_ptr(), events.len() as libc::c_int);
         match timeout {
             Some(t) if !t.is_zero() && self.fine_timeouts.get() => {
                 let ts = libc::timespec {
@@ -219,7 +239,7 @@ impl Poller {
                 } as i32;
                 if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ENOSYS) {
                     self.fine_timeouts.set(false);
-                    return self.epoll_wait(events, timeout);
+                    return self.epoll_wait(fd, events, timeout);
                 }
                 n
             }
@@ -304,6 +324,47 @@ unsafe fn transfer(
 ) -> isize {
     // SAFETY: the caller vouches for `buf`; a null address with length 0 is no address.
     unsafe { libc::syscall(nr, fd, buf, len, flags, 0usize, 0usize) as isize }
+}
+
+/// recvmsg(2) into `buf`, with room for the arrival stamp, which is written to `arrived`
+/// when the kernel sent one. The syscall itself, for the reason given at `transfer`.
+fn recv_stamped(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    arrived: &mut Option<SystemTime>,
+) -> isize {
+    // Aligned for cmsghdr; room for one timespec message and then some.
+    let mut ctl = [0u64; 8];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is valid (no name, no control).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = ctl.as_mut_ptr().cast();
+    msg.msg_controllen = size_of_val(&ctl);
+    // SAFETY: `msg` points at `iov` (valid for `buf`) and `ctl`, all live for the call.
+    let n = unsafe { libc::syscall(libc::SYS_recvmsg, fd, &mut msg, flags) as isize };
+    if n > 0 {
+        // SAFETY: the kernel filled `msg_controllen` bytes of `ctl` with well-formed
+        // control messages; the CMSG macros stay within them.
+        unsafe {
+            let mut c = libc::CMSG_FIRSTHDR(&msg);
+            while !c.is_null() {
+                if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                    let ts: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                    *arrived = Some(
+                        SystemTime::UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32),
+                    );
+                }
+                c = libc::CMSG_NXTHDR(&msg, c);
+            }
+        }
+    }
+    n
 }
 
 /// A non-blocking socket in the poller's set, with its slot. It leaves the set when dropped
@@ -433,7 +494,7 @@ impl Stream {
     ) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.reg.poll_ready(IN, cx));
-            if let Some(r) = self.try_recv(buf, flags) {
+            if let Some(r) = self.try_recv(buf, flags, None) {
                 return Poll::Ready(r);
             }
         }
@@ -448,20 +509,58 @@ impl Stream {
     /// Read what is there without waiting; None when nothing is (the socket waits for its
     /// next edge then: see `readable`).
     pub fn try_read(&self, buf: &mut [u8]) -> Option<io::Result<usize>> {
-        self.try_recv(buf, 0)
+        self.try_recv(buf, 0, None)
     }
 
-    fn try_recv(&self, buf: &mut [u8], flags: libc::c_int) -> Option<io::Result<usize>> {
+    /// Have the kernel stamp each received segment with its arrival time (SO_TIMESTAMPNS),
+    /// for `try_read_stamped`.
+    pub fn stamp_arrivals(&self) -> io::Result<()> {
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from a live local.
+        check(unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        })
+        .map(drop)
+    }
+
+    /// `try_read`, and when the last of the bytes read arrived (wall clock), if the kernel
+    /// said (see `stamp_arrivals`).
+    pub fn try_read_stamped(
+        &self,
+        buf: &mut [u8],
+        arrived: &mut Option<SystemTime>,
+    ) -> Option<io::Result<usize>> {
+        self.try_recv(buf, 0, Some(arrived))
+    }
+
+    fn try_recv(
+        &self,
+        buf: &mut [u8],
+        flags: libc::c_int,
+        mut arrived: Option<&mut Option<SystemTime>>,
+    ) -> Option<io::Result<usize>> {
         loop {
-            // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
-            let n = unsafe {
-                transfer(
-                    libc::SYS_recvfrom,
-                    self.as_raw_fd(),
-                    buf.as_mut_ptr(),
-                    buf.len(),
-                    flags | libc::MSG_DONTWAIT,
-                )
+            let flags = flags | libc::MSG_DONTWAIT;
+            let n = match arrived.as_deref_mut() {
+                None => {
+                    // SAFETY: `buf` is valid for writes of `buf.len()` bytes.
+                    unsafe {
+                        transfer(
+                            libc::SYS_recvfrom,
+                            self.as_raw_fd(),
+                            buf.as_mut_ptr(),
+                            buf.len(),
+                            flags,
+                        )
+                    }
+                }
+                Some(arrived) => recv_stamped(self.as_raw_fd(), buf, flags, arrived),
             };
             if n >= 0 {
                 let n = n as usize;
@@ -641,6 +740,35 @@ mod tests {
         client.join().unwrap();
         assert_eq!(&peeked, b"h");
         assert_eq!(read, b"hello");
+    }
+
+    #[test]
+    fn a_stamped_read_says_when_the_bytes_arrived() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            s.write_all(b"now").unwrap();
+            // Keep the connection open until the client has read.
+            let mut b = [0u8; 1];
+            let _ = s.read(&mut b);
+        });
+        let (n, age) = run(async move {
+            let mut s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
+            s.stamp_arrivals().unwrap();
+            s.readable().await;
+            // Read well after the bytes came: the stamp is their arrival, not the read.
+            std::thread::sleep(Duration::from_millis(30));
+            let mut buf = [0u8; 16];
+            let mut arrived = None;
+            let n = s.try_read_stamped(&mut buf, &mut arrived).unwrap().unwrap();
+            s.write_all(b"x").await.unwrap();
+            let age = SystemTime::now().duration_since(arrived.expect("a stamp"));
+            (n, age.unwrap())
+        });
+        server.join().unwrap();
+        assert_eq!(n, 3);
+        assert!(age >= Duration::from_millis(25), "stamp {age:?} old");
     }
 
     #[test]
