@@ -307,6 +307,10 @@ class Bench:
             (str(Path.home() / ".cargo/bin/oha") if (Path.home() / ".cargo/bin/oha").exists() else None)
         # abspath, not resolve(): a venv's python is a symlink out of the venv.
         self.baseline_py = os.path.abspath(args.baseline_python) if args.baseline_python else None
+        # wrk2 is not packaged: the project's shared tools hold a build (see --wrk2).
+        self.wrk2 = os.path.abspath(args.wrk2) if args.wrk2 else (
+            shutil.which("wrk2") or next((str(p) for p in (ROOT.parent / "shared" / "tools" / "wrk2",)
+                                          if p.exists()), None))
         self.baseline = str(ROOT / "scripts" / "async_baseline.py")
         self.tmp = Path(tempfile.mkdtemp(prefix="bench-peers-"))
         self.rundir = self.tmp / "runs"
@@ -391,6 +395,8 @@ class Bench:
             return bool(self.baseline_py) and os.access(self.baseline_py, os.X_OK)
         if tool in ("wrk", "h2load"):
             return shutil.which(tool) is not None
+        if tool == "wrk2":
+            return bool(self.wrk2) and os.access(self.wrk2, os.X_OK)
         if tool in FLOOR_TOOLS:
             return os.access(self.floor, os.X_OK)
         return True
@@ -681,19 +687,25 @@ class Bench:
         rate = self.args.rate
         conns = 100
         d = self.dur
-        tools = ["blast"] + (["oha"] if self.tool_available("oha") else [])
+        tools = ["blast", "blast-slack1ms"] + (["oha"] if self.tool_available("oha") else []) \
+            + (["wrk2"] if self.tool_available("wrk2") else [])
 
         def one(tool):
             js = self.rundir / f"{self.nruns + 1:03d}-{tool}.json"
-            if tool == "blast":
+            if tool.startswith("blast"):
                 argv = [self.blast, "--cores", "1", "--conns", str(conns), "--rate", str(rate),
                         "--duration", f"{d}s", "-q", "--json", str(js), self.nginx.url]
+                if tool == "blast-slack1ms":
+                    argv[-1:-1] = ["--slack", "1ms"]
+            elif tool == "wrk2":
+                argv = [self.wrk2, "-t1", f"-c{conns}", f"-d{d}s", f"-R{rate}", "--latency",
+                        self.nginx.url]
             else:
                 argv = [self.oha, "-c", str(conns), "-q", str(rate), "--latency-correction",
                         "-z", f"{d}s", "--no-tui", "--output-format", "json", self.nginx.url]
             r = self.run(f"{tool}-rate", argv, timeout=d + 60)
             r["tool"] = tool
-            r["metrics"] = parse_tool(tool, r, js)
+            r["metrics"] = parse_tool(tool.split("-")[0], r, js)
             return r
 
         runs = self.rounds_of(tools, one)
@@ -703,22 +715,35 @@ class Bench:
         self.emit(f"## 4. Open loop at {rate:,} req/s")
         self.emit()
         self.emit(f"{conns} connections, {d} s, a fixed schedule; latency counted from each "
-                  "request's intended send time (blast; oha with `--latency-correction`).")
+                  "request's intended send time (blast; oha with `--latency-correction`; wrk2 "
+                  "by construction). blast runs at its default `--slack` (200us) and with "
+                  "`--slack 1ms`; wrk2 sends on 1 ms ticks.")
         self.emit()
         rows = []
         for t in tools:
             s = summary[t]
-            achieved = s["achieved_rps"] if t == "blast" else s["rps"]
+            blast = t.startswith("blast")
+            achieved = s["achieved_rps"] if blast else s["rps"]
             rows.append([tool_name(t), fmt_int(rate), fmt_int(achieved),
-                         fmt_us(s["send_lag_p99_us"]) if t == "blast" else "—",
+                         fmt_us(s["send_lag_p99_us"]) if blast else "—",
                          fmt_us(s["p50_us"]), fmt_us(s["p99_us"]),
                          fmt_f(s["cpu_us_per_req"]), fmt_f(s["rss_mb"], 1),
                          count_check(runs[t], conns)])
         self.emit(md_table(["tool", "target req/s", "achieved req/s", "send lag p99", "p50", "p99",
                             "client CPU µs/req", "peak RSS MB", "nginx count"], rows))
         self.emit()
+        cpu = lambda r: r.get("metrics", {}).get("cpu_us_per_req")  # noqa: E731
+        goals = [("blast", "oha"), ("blast-slack1ms", "wrk2")]
+        pairs = [(a, b, pair_ratio(runs, a, b, cpu)) for a, b in goals if a in runs and b in runs]
+        if pairs:
+            self.emit("CPU per request, round by round (each run against the peer's run of the "
+                      "same round), median over the rounds: "
+                      + ", ".join(f"{tool_name(a)} ÷ {b} {r:.2f}×" for a, b, r in pairs
+                                  if r is not None) + ".")
+            self.emit()
         self.emit("blast's achieved rate is `open_loop.achieved_rps` (requests started per second "
-                  "of the schedule); oha's is the responses it received per second of its run. "
+                  "of the schedule); the others' is the responses they received per second of "
+                  "their run. "
                   + ("Medians of %d rounds." % self.rounds if self.rounds > 1 else "One round."))
         self.emit()
         self.emit_failures(runs)
@@ -1099,6 +1124,17 @@ def parse_blast(run, js):
     return m
 
 
+def parse_wrk2(run, js):
+    """wrk2 prints wrk's summary and, with --latency, an HdrHistogram percentile table."""
+    m = parse_wrk(run, js)
+    out = run["stdout"]
+    for q in ("50", "90", "99", "99.9"):
+        mm = re.search(rf"^\s+{re.escape(q)}\.?0*%\s+(\S+)", out, re.M)
+        if mm:
+            m[f"p{q.replace('.', '')}_us"] = to_us(mm.group(1)) or None
+    return m
+
+
 def parse_wrk(run, js):
     out = run["stdout"]
     m = {
@@ -1189,7 +1225,7 @@ def parse_floor(run, js):
             "p50_us": None, "p99_us": None, "mean_us": None}
 
 
-PARSERS = {"blast": parse_blast, "wrk": parse_wrk, "h2load": parse_h2load, "oha": parse_oha,
+PARSERS = {"blast": parse_blast, "wrk": parse_wrk, "wrk2": parse_wrk2, "h2load": parse_h2load, "oha": parse_oha,
            "baseline": parse_baseline, "floor-epoll": parse_floor, "floor-uring": parse_floor}
 
 SUMMARY_KEYS = ("rps", "cpu_us_per_req", "rss_mb", "p50_us", "p90_us", "p99_us", "p999_us",
@@ -1262,6 +1298,14 @@ def paired_ratios(runs: dict[str, list[dict]], value) -> dict[str, float]:
     return out
 
 
+def pair_ratio(runs: dict[str, list[dict]], a: str, b: str, value) -> float | None:
+    """The median over rounds of `value` of tool a's run divided by tool b's of the same round
+    (rounds where either has no figure are left out)."""
+    bs = {r["round"]: value(r) for r in runs.get(b, []) if value(r)}
+    ratios = [value(r) / bs[r["round"]] for r in runs.get(a, []) if value(r) and r["round"] in bs]
+    return statistics.median(ratios) if ratios else None
+
+
 def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
     """`paired_ratios` of the CPU per request."""
     return paired_ratios(runs, lambda r: r.get("metrics", {}).get("cpu_us_per_req"))
@@ -1330,6 +1374,8 @@ def parse_args(argv=None):
                    help="command of the mock server (default: 'BLAST mock')")
     p.add_argument("--no-mock", action="store_true", help="skip the cases that need blast mock")
     p.add_argument("--rate", type=int, default=20000, help="case 4's rate (default 20000)")
+    p.add_argument("--wrk2", default=None,
+                   help="wrk2 binary for case 4 (default: PATH, then ../shared/tools/wrk2)")
     p.add_argument("--proxy-rate", type=int, default=2000, help="case 7's rate (default 2000)")
     p.add_argument("--pause", type=float, default=0.5, help="seconds between runs (default 0.5)")
     p.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (nginx, raw outputs)")

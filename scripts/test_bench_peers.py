@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Checks of bench_peers.py's pure parts: how perf samples are bucketed, how rounds are
-paired, how nginx's count is judged. Standard library only: `python3 scripts/test_bench_peers.py`."""
+paired, how nginx's count is judged, how wrk2's output is read. Standard library only: `python3 scripts/test_bench_peers.py`."""
 
 import sys
 import unittest
@@ -73,6 +73,44 @@ class Rounds(unittest.TestCase):
         self.assertEqual(bp.count_check(in_flight, 10), "+4")
         self.assertEqual(bp.count_check([run("x", 1, 1.0, requests=100, nginx=99)], 10), "✗ -1")
         self.assertEqual(bp.count_check([run("x", 1, 1.0, requests=100, nginx=None)], 10), "—")
+
+
+WRK2_OUT = """Running 10s test @ http://127.0.0.1:18081/
+  1 threads and 100 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.02ms  503.11us   9.87ms   70.00%
+    Req/Sec    20.00k     1.00k   22.00k    80.00%
+  Latency Distribution (HdrHistogram - Recorded Latency)
+ 50.000%    0.98ms
+ 75.000%    1.30ms
+ 90.000%    1.60ms
+ 99.000%    2.50ms
+ 99.900%    5.00ms
+ 99.990%    9.00ms
+100.000%    9.87ms
+
+  199990 requests in 10.00s, 30.00MB read
+Requests/sec:  19999.00
+Transfer/sec:      3.00MB
+"""
+
+
+class OpenLoopPeers(unittest.TestCase):
+    def test_wrk2_percentiles_and_counts(self):
+        m = bp.parse_wrk2({"stdout": WRK2_OUT}, None)
+        self.assertEqual(m["requests"], 199990)
+        self.assertEqual(m["rps"], 19999.0)
+        self.assertEqual((m["p50_us"], m["p90_us"], m["p99_us"], m["p999_us"]),
+                         (980.0, 1600.0, 2500.0, 5000.0))
+        self.assertEqual(m["errors"], 0)
+
+    def test_pair_ratio_matches_rounds(self):
+        run = lambda rnd, cpu: {"round": rnd, "metrics": {"cpu_us_per_req": cpu}}  # noqa: E731
+        runs = {"blast": [run(1, 10.0), run(2, 12.0), run(3, None)],
+                "oha": [run(1, 20.0), run(2, 12.0), run(3, 5.0)]}
+        cpu = lambda r: r["metrics"]["cpu_us_per_req"]  # noqa: E731
+        self.assertAlmostEqual(bp.pair_ratio(runs, "blast", "oha", cpu), 0.75)
+        self.assertIsNone(bp.pair_ratio(runs, "blast", "wrk2", cpu))
 
 
 if __name__ == "__main__":
