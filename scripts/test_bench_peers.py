@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Checks of bench_peers.py's pure parts: how perf samples are bucketed, how rounds are
-paired, how nginx's count is judged, how wrk2's output is read. Standard library only: `python3 scripts/test_bench_peers.py`."""
+paired, how nginx's count is judged, how wrk2's output is read. Standard library only:
+`python3 scripts/test_bench_peers.py`."""
 
 import sys
 import unittest
