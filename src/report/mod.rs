@@ -52,7 +52,7 @@ pub struct OpenLoop {
     /// Due before the end but not sent by then (blast or its connections fell behind).
     pub missed: u64,
     pub send_lag_p99_us: u64,
-    /// Achieved within 1% of the target and send lag p99 within 1 ms.
+    /// Achieved within 1% of the target and send lag p99 within 1 ms plus `--slack`.
     pub kept_up: bool,
 }
 
