@@ -22,7 +22,7 @@ pub struct PlanError(pub String);
 const DEFAULT_MODEL: &str = "llama3.2";
 
 /// `--slack` unless given: enough to batch at tens of thousands of requests per second
-/// while send lag p99 stays within issue 11's 250 us.
+/// while send lag p99 stays within 250 us.
 pub const DEFAULT_SLACK: Duration = Duration::from_micros(200);
 /// A larger slack would make a schedule meaningless at the rates it is for.
 const MAX_SLACK: Duration = Duration::from_millis(10);
