@@ -33,48 +33,72 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
     Err(PlanError(msg.into()))
 }
 
-/// The validated run: everything the engine needs, nothing it has to check again.
-#[derive(Clone, Debug)]
+/// The validated run: everything the engine needs, nothing it has to check again. The
+/// shards share it (`engine::ShardSetup`), and serialized it is the result document's
+/// `config`: the fields the document leaves out are skipped, and where the document's key
+/// differs from the engine's name for a field, serde renames it.
+#[derive(Clone, Debug, Serialize)]
 pub struct Plan {
-    /// Resolved addresses of the target, tried in order when connecting.
-    pub addrs: Vec<SocketAddr>,
+    pub url: String,
+    pub method: String,
+    /// Shards, one per CPU of `cpus`.
+    pub cores: usize,
     /// CPU ids to pin one shard each on.
     pub cpus: Vec<usize>,
     pub conns: usize,
     /// Requests outstanding per connection (HTTP/1.1 pipelining; 1 = none).
     pub pipeline: usize,
-    /// Send exactly this many requests in total (unless the duration ends first).
-    pub requests: Option<u64>,
-    /// Stop sending after this long; in-flight requests get up to the timeout to finish.
-    pub duration: Option<Duration>,
+    /// `--requests`: send exactly this many requests in total (unless `run_for` ends first).
+    #[serde(rename = "requests", skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// `--duration`: stop sending this long after the start; in-flight requests get up to
+    /// the timeout to finish.
+    #[serde(
+        rename = "duration_s",
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_for: Option<Duration>,
+    #[serde(serialize_with = "ser_secs")]
     pub timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
     pub connect_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
     pub interval: Duration,
-    /// Pre-rendered requests, sent in rotation.
-    pub rendered: Vec<Vec<u8>>,
-    /// The method is HEAD: responses carry no body.
-    pub head: bool,
+    /// As typed (`Name: value`).
+    pub headers: Vec<String>,
+    pub body_bytes: usize,
     /// Open loop: when to send. None: closed loop (send as soon as a connection is free).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateSpec>,
     /// Cap on requests in flight over all shards.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
-    /// Speaking an LLM API: decode its streams.
-    pub llm: Option<LlmPlan>,
+    /// Speaking an LLM API: its bodies were rendered, its streams are decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Llm>,
+    /// The named scenario this run came from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Resolved addresses of the target, tried in order when connecting.
+    #[serde(skip)]
+    pub addrs: Vec<SocketAddr>,
+    /// Pre-rendered requests, sent in rotation.
+    #[serde(skip)]
+    pub requests: Vec<Vec<u8>>,
+    /// The method is HEAD: responses carry no body.
+    #[serde(skip)]
+    pub head: bool,
+    /// The distributions this run records.
+    #[serde(skip)]
+    pub metrics: Vec<Metric>,
+    #[serde(skip)]
     pub output: Output,
-    pub config: Config,
 }
 
-/// What the engine needs to know to decode an LLM API's responses.
-#[derive(Clone, Copy, Debug)]
-pub struct LlmPlan {
-    pub api: Api,
-    pub streaming: bool,
-    pub slo: Slo,
-}
-
-/// The LLM part of `config` in the result document.
+/// The LLM part of the plan.
 #[derive(Clone, Debug, Serialize)]
-pub struct LlmConfig {
+pub struct Llm {
     pub api: Api,
     pub model: String,
     /// Prompt sets (or "file:PATH") and how many distinct prompts rotate.
@@ -87,6 +111,26 @@ pub struct LlmConfig {
     pub slo: Option<Slo>,
 }
 
+impl Llm {
+    /// What a connection needs to decode the responses.
+    pub fn decoding(&self) -> LlmPlan {
+        LlmPlan {
+            api: self.api,
+            stream: self.stream,
+            slo: self.slo.unwrap_or_default(),
+        }
+    }
+}
+
+/// What the engine needs to know to decode an LLM API's responses (a copy for each
+/// connection).
+#[derive(Clone, Copy, Debug)]
+pub struct LlmPlan {
+    pub api: Api,
+    pub stream: bool,
+    pub slo: Slo,
+}
+
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Output {
     pub quiet: bool,
@@ -94,42 +138,6 @@ pub struct Output {
     pub json_stdout: bool,
     pub timeline_csv: Option<PathBuf>,
     pub log: Option<PathBuf>,
-}
-
-/// What ran, as recorded in the result document (`config`).
-#[derive(Clone, Debug, Serialize)]
-pub struct Config {
-    pub url: String,
-    pub method: String,
-    pub cores: usize,
-    pub cpus: Vec<usize>,
-    pub conns: usize,
-    pub pipeline: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<u64>,
-    #[serde(
-        serialize_with = "ser_opt_secs",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub duration_s: Option<Duration>,
-    #[serde(serialize_with = "ser_secs")]
-    pub timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
-    pub connect_timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
-    pub interval: Duration,
-    pub headers: Vec<String>,
-    pub body_bytes: usize,
-    /// Open loop: the rate and its pattern (absent for a closed loop).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<RateSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_in_flight: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub llm: Option<LlmConfig>,
-    /// The named scenario this run came from, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scenario: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -277,7 +285,7 @@ pub struct LlmSpec {
     pub prompts: Prompts,
     pub stream: bool,
     pub max_tokens: Option<u32>,
-    pub slo: Slo,
+    pub slo: Option<Slo>,
 }
 
 /// Step one: what the user typed, every value checked, with no I/O at all (no DNS, no file
@@ -476,7 +484,7 @@ impl Spec {
         };
         let addrs = resolve(&self.target.host, self.target.port)?;
         limits::raise_nofile(self.conns).map_err(PlanError)?;
-        let (rendered, llm, llm_config) = match self.llm {
+        let (requests, llm) = match self.llm {
             None => {
                 let one = request::render(&RequestSpec {
                     method: &method,
@@ -485,12 +493,12 @@ impl Spec {
                     headers: &self.header_fields,
                     body: &body,
                 });
-                (vec![one], None, None)
+                (vec![one], None)
             }
             Some(spec) => {
-                let (rendered, plan, config) =
+                let (requests, llm) =
                     llm_requests(spec, &method, &self.target, self.header_fields)?;
-                (rendered, Some(plan), Some(config))
+                (requests, Some(llm))
             }
         };
         let out = &self.output;
@@ -500,44 +508,43 @@ impl Spec {
         {
             check_writable_dir(path)?;
         }
-        let config = Config {
+        Ok(Plan {
             url: self.url,
-            method: method.clone(),
+            head: method == "HEAD",
+            method,
             cores: self.cpus.len(),
-            cpus: self.cpus.clone(),
+            cpus: self.cpus,
             conns: self.conns,
             pipeline: self.pipeline,
-            requests: self.budget,
-            duration_s: self.run_for,
+            budget: self.budget,
+            run_for: self.run_for,
             timeout: self.timeout,
             connect_timeout: self.connect_timeout,
             interval: self.interval,
             headers: self.headers,
             body_bytes: body.len(),
-            rate: self.rate.clone(),
-            max_in_flight: self.max_in_flight,
-            llm: llm_config,
-            scenario: None,
-        };
-        Ok(Plan {
-            addrs,
-            cpus: self.cpus,
-            conns: self.conns,
-            pipeline: self.pipeline,
-            requests: self.budget,
-            duration: self.run_for,
-            timeout: self.timeout,
-            connect_timeout: self.connect_timeout,
-            interval: self.interval,
-            rendered,
-            head: method == "HEAD",
+            metrics: metrics(self.rate.is_some(), llm.is_some()),
             rate: self.rate,
             max_in_flight: self.max_in_flight,
             llm,
+            scenario: None,
+            addrs,
+            requests,
             output: self.output,
-            config,
         })
     }
+}
+
+/// The distributions a run records: the open-loop and LLM ones only when they apply.
+fn metrics(open_loop: bool, llm: bool) -> Vec<Metric> {
+    Metric::ALL
+        .into_iter()
+        .filter(|m| match m.group() {
+            MetricGroup::Every => true,
+            MetricGroup::OpenLoop => open_loop,
+            MetricGroup::Llm => llm,
+        })
+        .collect()
 }
 
 impl Plan {
@@ -548,31 +555,18 @@ impl Plan {
 
     /// Connections given to shard `i`: as even a split as possible.
     pub fn conns_of(&self, shard: usize) -> usize {
-        shard_share(self.conns as u64, shard, self.cpus.len()) as usize
+        shard_share(self.conns as u64, shard, self.cores) as usize
     }
 
     /// The request budget of shard `i` when the run is bounded by a count.
-    pub fn requests_of(&self, shard: usize) -> Option<u64> {
-        self.requests
-            .map(|n| shard_share(n, shard, self.cpus.len()))
-    }
-
-    /// The distributions this run records.
-    pub fn metrics(&self) -> Vec<Metric> {
-        Metric::ALL
-            .into_iter()
-            .filter(|m| match m.group() {
-                MetricGroup::Every => true,
-                MetricGroup::OpenLoop => self.rate.is_some(),
-                MetricGroup::Llm => self.llm.is_some(),
-            })
-            .collect()
+    pub fn budget_of(&self, shard: usize) -> Option<u64> {
+        self.budget.map(|n| shard_share(n, shard, self.cores))
     }
 
     /// Shard `i`'s part of `--max-in-flight`.
     pub fn max_in_flight_of(&self, shard: usize) -> Option<u64> {
         self.max_in_flight
-            .map(|n| shard_share(n, shard, self.cpus.len()))
+            .map(|n| shard_share(n, shard, self.cores))
     }
 }
 
@@ -642,8 +636,8 @@ fn llm_spec(args: &RunArgs, api: Api) -> Result<LlmSpec, PlanError> {
         return err("--max-tokens must be at least 1");
     }
     let slo = match &args.slo {
-        Some(text) => Slo::parse(text).map_err(PlanError)?,
-        None => Slo::default(),
+        Some(text) => Some(Slo::parse(text).map_err(PlanError)?).filter(Slo::is_set),
+        None => None,
     };
     Ok(LlmSpec {
         api,
@@ -662,7 +656,7 @@ fn llm_requests(
     method: &str,
     target: &Target,
     mut headers: Vec<(String, String)>,
-) -> Result<(Vec<Vec<u8>>, LlmPlan, LlmConfig), PlanError> {
+) -> Result<(Vec<Vec<u8>>, Llm), PlanError> {
     let LlmSpec {
         api,
         model,
@@ -713,24 +707,16 @@ fn llm_requests(
             })
         })
         .collect();
-    let config = LlmConfig {
+    let llm = Llm {
         api,
         model,
         prompts: prompts_name,
         prompt_count: mix.len(),
         stream,
         max_tokens,
-        slo: slo.is_set().then_some(slo),
+        slo,
     };
-    Ok((
-        rendered,
-        LlmPlan {
-            api,
-            streaming: stream,
-            slo,
-        },
-        config,
-    ))
+    Ok((rendered, llm))
 }
 
 /// The open-loop schedule the user asked for, if any (not yet checked against the run length).
@@ -1022,7 +1008,7 @@ mod tests {
         );
         assert!(!llm.stream);
         assert_eq!(llm.max_tokens, Some(7));
-        assert!(llm.slo.is_set());
+        assert!(llm.slo.is_some_and(|s| s.is_set()));
         assert!(
             matches!(&llm.prompts, Prompts::Sets(names, mix) if names == "short,medium" && mix.len() == 16)
         );
@@ -1033,5 +1019,76 @@ mod tests {
         );
         // An empty --body is no body, so --api may write it.
         assert!(parse(&["--api", "ollama-chat", "--body", "", URL]).is_ok());
+    }
+
+    /// The result document's `config` is the serialized plan: its keys, in order, with the
+    /// engine's fields left out.
+    #[test]
+    fn the_plan_serializes_as_the_config() {
+        let keys = |argv: &[&str]| {
+            let plan = parse(argv).unwrap().resolve().unwrap();
+            let json = serde_json::to_string(&plan).unwrap();
+            let doc: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&json).unwrap();
+            // serde_json's map is sorted: read the order off the text.
+            let mut keys: Vec<String> = doc.keys().cloned().collect();
+            keys.sort_by_key(|k| json.find(&format!("\"{k}\":")).unwrap());
+            (keys, doc)
+        };
+        let (k, doc) = keys(&[
+            "-n",
+            "4",
+            "-r",
+            "8",
+            "-d",
+            "2s",
+            "--rate",
+            "5",
+            "--max-in-flight",
+            "4",
+            URL,
+        ]);
+        assert_eq!(
+            k,
+            [
+                "url",
+                "method",
+                "cores",
+                "cpus",
+                "conns",
+                "pipeline",
+                "requests",
+                "duration_s",
+                "timeout",
+                "connect_timeout",
+                "interval",
+                "headers",
+                "body_bytes",
+                "rate",
+                "max_in_flight"
+            ]
+        );
+        assert_eq!(doc["requests"], 8);
+        assert_eq!(doc["duration_s"], 2.0);
+        assert_eq!(doc["cores"], 4);
+        let (k, doc) = keys(&[
+            "-n",
+            "1",
+            "-r",
+            "1",
+            "--api",
+            "ollama-chat",
+            "--slo",
+            "ttft=1s",
+            URL,
+        ]);
+        assert_eq!(&k[k.len() - 2..], ["body_bytes", "llm"]);
+        assert_eq!(doc["method"], "POST");
+        let llm: Vec<&String> = doc["llm"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            llm,
+            ["api", "model", "prompt_count", "prompts", "slo", "stream"],
+            "sorted; max_tokens is left out when unset"
+        );
     }
 }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::plan::{LlmPlan, Plan};
+use crate::plan::{Llm, LlmPlan, Plan};
 use crate::rt::{self, Pinned};
 use crate::schedule::RateSpec;
 use crate::stats::{Metric, Snapshot};
@@ -84,18 +84,18 @@ impl Run {
                     addrs: plan.addrs.clone(),
                     conns: plan.conns_of(id),
                     pipeline: plan.pipeline,
-                    budget: plan.requests_of(id),
-                    run_for: plan.duration,
+                    budget: plan.budget_of(id),
+                    run_for: plan.run_for,
                     timeout: plan.timeout,
                     connect_timeout: plan.connect_timeout,
                     interval: plan.interval,
-                    requests: plan.rendered.clone(),
+                    requests: plan.requests.clone(),
                     head: plan.head,
-                    metrics: plan.metrics(),
+                    metrics: plan.metrics.clone(),
                     rate: plan.rate.clone(),
-                    shards: plan.cpus.len(),
+                    shards: plan.cores,
                     max_in_flight: plan.max_in_flight_of(id),
-                    llm: plan.llm,
+                    llm: plan.llm.as_ref().map(Llm::decoding),
                 };
                 let (tx, go) = (snap_tx.clone(), go_rx.clone());
                 // Each shard waits, on its runtime but before any I/O, for the common start;
