@@ -15,7 +15,7 @@ use crate::cli::{ApiArg, ArrivalsArg, PatternArg, RunArgs};
 use crate::http::request::{self, RequestSpec};
 use crate::limits;
 use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
-use crate::schedule::{self, shard_share, Arrivals, Pattern, RateSpec};
+use crate::schedule::{self, Arrivals, Pattern, RateSpec};
 use crate::stats::{Metric, MetricGroup};
 
 /// A user error: printed as one line, exit code 2.
@@ -551,22 +551,6 @@ impl Plan {
     /// Both steps: what the command line asks for, ready to run.
     pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
         Spec::parse(args, &allowed_cpus())?.resolve()
-    }
-
-    /// Connections given to shard `i`: as even a split as possible.
-    pub fn conns_of(&self, shard: usize) -> usize {
-        shard_share(self.conns as u64, shard, self.cores) as usize
-    }
-
-    /// The request budget of shard `i` when the run is bounded by a count.
-    pub fn budget_of(&self, shard: usize) -> Option<u64> {
-        self.budget.map(|n| shard_share(n, shard, self.cores))
-    }
-
-    /// Shard `i`'s part of `--max-in-flight`.
-    pub fn max_in_flight_of(&self, shard: usize) -> Option<u64> {
-        self.max_in_flight
-            .map(|n| shard_share(n, shard, self.cores))
     }
 }
 
