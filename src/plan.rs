@@ -83,7 +83,7 @@ pub struct Plan {
     /// Resolved addresses of the target, tried in order when connecting.
     #[serde(skip)]
     pub addrs: Vec<SocketAddr>,
-    /// Pre-rendered requests, sent in rotation.
+    /// Pre-rendered requests, sent in rotation (the document's `requests` is `budget`).
     #[serde(skip)]
     pub requests: Vec<Vec<u8>>,
     /// The method is HEAD: responses carry no body.
