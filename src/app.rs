@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
@@ -69,7 +70,8 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         Ok(p) => p,
         Err(e) => return fail(2, e),
     };
-    plan.config.scenario = scenario.map(str::to_string);
+    plan.scenario = scenario.map(str::to_string);
+    let plan = Arc::new(plan);
     if let Err(e) = ctrlc::set_handler(|| {
         // A second Ctrl-C means "now": skip the report.
         if crate::engine::INTERRUPTED.swap(true, Ordering::Relaxed) {
@@ -79,7 +81,7 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         return fail(2, format!("cannot install the Ctrl-C handler: {e}"));
     }
     let live = !plan.output.quiet && std::io::stderr().is_terminal();
-    let total_s = plan.duration.map(|d| d.as_secs_f64());
+    let total_s = plan.run_for.map(|d| d.as_secs_f64());
     let report = match crate::run(&plan, |row| {
         if live {
             eprintln!("{}", text::live_line(row, total_s));

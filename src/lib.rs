@@ -1,6 +1,6 @@
 //! blast: a thread-per-core HTTP/1.1 load engine.
 //!
-//! `Plan` (validated input) -> `engine::Run` (pinned shards) -> `Aggregator` (snapshots
+//! `Plan` (validated input, shared by the shards) -> `engine::Run` (pinned shards) -> `Aggregator` (snapshots
 //! merged into a timeline and totals) -> `Report` (plain data, printed elsewhere).
 
 pub mod aggregate;
@@ -20,19 +20,21 @@ pub mod schedule;
 pub mod stats;
 
 use aggregate::{Aggregator, TimelineRow};
+use std::sync::Arc;
+
 use plan::Plan;
 use report::{Report, SelfCost};
 
 /// Run the plan to its end. `on_row` sees each timeline row as soon as every shard has
 /// reported it (the live view).
 pub fn run(
-    plan: &Plan,
+    plan: &Arc<Plan>,
     mut on_row: impl FnMut(&TimelineRow),
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
-    let due = plan.rate.as_ref().map(|spec| spec.due(plan.duration));
-    let mut agg = Aggregator::new(plan.cpus.len(), plan.interval, due);
+    let due = plan.rate.as_ref().map(|spec| spec.due(plan.run_for));
+    let mut agg = Aggregator::new(plan.cores, plan.interval, due);
     // Every shard holds a sender until it ends: when all are gone, nothing more comes.
     while !agg.all_done() {
         let Ok(snap) = run.snapshots.recv() else {

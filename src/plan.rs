@@ -1,5 +1,9 @@
-//! Turns what the user typed into a validated `Plan`. Every mistake the user can make is
-//! caught here, with one clear message, before any thread starts or any connection opens.
+//! Turns what the user typed into a validated `Plan`, in two steps (ripgrep's LowArgs /
+//! HiArgs): `Spec::parse` checks every value without any I/O, so that it can be tested on
+//! its own; `Spec::resolve` does what needs the system (DNS, the body and prompt files, the
+//! open-files limit, the output directories) and renders the requests. Every mistake the
+//! user can make is caught by one of them, with one clear message, before any thread starts
+//! or any connection opens.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -11,7 +15,7 @@ use crate::cli::{ApiArg, ArrivalsArg, PatternArg, RunArgs};
 use crate::http::request::{self, RequestSpec};
 use crate::limits;
 use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
-use crate::schedule::{self, shard_share, Arrivals, Pattern, RateSpec};
+use crate::schedule::{self, Arrivals, Pattern, RateSpec};
 use crate::stats::{Metric, MetricGroup};
 
 /// A user error: printed as one line, exit code 2.
@@ -35,50 +39,79 @@ fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
     Err(PlanError(msg.into()))
 }
 
-/// The validated run: everything the engine needs, nothing it has to check again.
-#[derive(Clone, Debug)]
+/// The validated run: everything the engine needs, nothing it has to check again. The
+/// shards share it (`engine::ShardSetup`), and serialized it is the result document's
+/// `config`: the fields the document leaves out are skipped, and where the document's key
+/// differs from the engine's name for a field, serde renames it.
+#[derive(Clone, Debug, Serialize)]
 pub struct Plan {
-    /// Resolved addresses of the target, tried in order when connecting.
-    pub addrs: Vec<SocketAddr>,
+    pub url: String,
+    pub method: String,
+    /// Shards, one per CPU of `cpus`.
+    pub cores: usize,
     /// CPU ids to pin one shard each on.
     pub cpus: Vec<usize>,
     pub conns: usize,
     /// Requests outstanding per connection (HTTP/1.1 pipelining; 1 = none).
     pub pipeline: usize,
-    /// Send exactly this many requests in total (unless the duration ends first).
-    pub requests: Option<u64>,
-    /// Stop sending after this long; in-flight requests get up to the timeout to finish.
-    pub duration: Option<Duration>,
+    /// `--requests`: send exactly this many requests in total (unless `run_for` ends first).
+    #[serde(rename = "requests", skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// `--duration`: stop sending this long after the start; in-flight requests get up to
+    /// the timeout to finish.
+    #[serde(
+        rename = "duration_s",
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub run_for: Option<Duration>,
+    #[serde(serialize_with = "ser_secs")]
     pub timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
     pub connect_timeout: Duration,
+    #[serde(serialize_with = "ser_secs")]
     pub interval: Duration,
-    /// Pre-rendered requests, sent in rotation.
-    pub rendered: Vec<Vec<u8>>,
-    /// The method is HEAD: responses carry no body.
-    pub head: bool,
+    /// As typed (`Name: value`).
+    pub headers: Vec<String>,
+    pub body_bytes: usize,
     /// Open loop: when to send. None: closed loop (send as soon as a connection is free).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<RateSpec>,
     /// Cap on requests in flight over all shards.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_in_flight: Option<u64>,
-    /// Open loop: how late a send may be for the sake of batching (see `crate::rt::batch`).
-    pub slack: Duration,
-    /// Speaking an LLM API: decode its streams.
-    pub llm: Option<LlmPlan>,
+    /// Open loop: how late a send may be for the sake of batching (see `crate::rt::batch`),
+    /// in seconds in the document; None for a closed loop.
+    #[serde(
+        serialize_with = "ser_opt_secs",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub slack: Option<Duration>,
+    /// Speaking an LLM API: its bodies were rendered, its streams are decoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub llm: Option<Llm>,
+    /// The named scenario this run came from, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<String>,
+    /// Resolved addresses of the target, tried in order when connecting.
+    #[serde(skip)]
+    pub addrs: Vec<SocketAddr>,
+    /// Pre-rendered requests, sent in rotation (the document's `requests` is `budget`).
+    #[serde(skip)]
+    pub requests: Vec<Vec<u8>>,
+    /// The method is HEAD: responses carry no body.
+    #[serde(skip)]
+    pub head: bool,
+    /// The distributions this run records.
+    #[serde(skip)]
+    pub metrics: Vec<Metric>,
+    #[serde(skip)]
     pub output: Output,
-    pub config: Config,
 }
 
-/// What the engine needs to know to decode an LLM API's responses.
-#[derive(Clone, Copy, Debug)]
-pub struct LlmPlan {
-    pub api: Api,
-    pub streaming: bool,
-    pub slo: Slo,
-}
-
-/// The LLM part of `config` in the result document.
+/// The LLM part of the plan.
 #[derive(Clone, Debug, Serialize)]
-pub struct LlmConfig {
+pub struct Llm {
     pub api: Api,
     pub model: String,
     /// Prompt sets (or "file:PATH") and how many distinct prompts rotate.
@@ -91,55 +124,33 @@ pub struct LlmConfig {
     pub slo: Option<Slo>,
 }
 
-#[derive(Clone, Debug, Default)]
+impl Llm {
+    /// What a connection needs to decode the responses.
+    pub fn decoding(&self) -> LlmPlan {
+        LlmPlan {
+            api: self.api,
+            stream: self.stream,
+            slo: self.slo.unwrap_or_default(),
+        }
+    }
+}
+
+/// What the engine needs to know to decode an LLM API's responses (a copy for each
+/// connection).
+#[derive(Clone, Copy, Debug)]
+pub struct LlmPlan {
+    pub api: Api,
+    pub stream: bool,
+    pub slo: Slo,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Output {
     pub quiet: bool,
     pub json: Option<PathBuf>,
     pub json_stdout: bool,
     pub timeline_csv: Option<PathBuf>,
     pub log: Option<PathBuf>,
-}
-
-/// What ran, as recorded in the result document (`config`).
-#[derive(Clone, Debug, Serialize)]
-pub struct Config {
-    pub url: String,
-    pub method: String,
-    pub cores: usize,
-    pub cpus: Vec<usize>,
-    pub conns: usize,
-    pub pipeline: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests: Option<u64>,
-    #[serde(
-        serialize_with = "ser_opt_secs",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub duration_s: Option<Duration>,
-    #[serde(serialize_with = "ser_secs")]
-    pub timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
-    pub connect_timeout: Duration,
-    #[serde(serialize_with = "ser_secs")]
-    pub interval: Duration,
-    pub headers: Vec<String>,
-    pub body_bytes: usize,
-    /// Open loop: the rate and its pattern (absent for a closed loop).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rate: Option<RateSpec>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub max_in_flight: Option<u64>,
-    /// Open loop: `--slack` in seconds.
-    #[serde(
-        serialize_with = "ser_opt_secs",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub slack: Option<Duration>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub llm: Option<LlmConfig>,
-    /// The named scenario this run came from, if any.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub scenario: Option<String>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -234,14 +245,13 @@ pub fn allowed_cpus() -> Vec<usize> {
     ids
 }
 
-/// Pick `wanted` CPUs (all allowed ones by default).
-pub fn choose_cpus(wanted: Option<usize>) -> Result<Vec<usize>, PlanError> {
-    let allowed = allowed_cpus();
+/// Pick `wanted` of the `allowed` CPUs (all of them by default).
+pub fn choose_cpus(wanted: Option<usize>, allowed: &[usize]) -> Result<Vec<usize>, PlanError> {
     if allowed.is_empty() {
         return err("cannot determine which CPUs this process may run on");
     }
     match wanted {
-        None => Ok(allowed),
+        None => Ok(allowed.to_vec()),
         Some(0) => err("--cores must be at least 1"),
         Some(n) if n > allowed.len() => err(format!(
             "--cores {n}: this process may run on {} CPU(s) only ({:?})",
@@ -263,13 +273,73 @@ pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, PlanError> {
     Ok(addrs)
 }
 
-impl Plan {
-    pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
+/// Where the request body comes from. `--body ''` is no body, as if none were given.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Body {
+    Bytes(Vec<u8>),
+    /// `--body-file`: read by `resolve`.
+    File(PathBuf),
+}
+
+/// Where the prompts come from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Prompts {
+    /// `--prompts`: built-in sets (their names as given, and the mix they make).
+    Sets(String, PromptMix),
+    /// `--prompt-file`: read by `resolve`.
+    File(PathBuf),
+}
+
+/// The LLM part of a `Spec`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlmSpec {
+    pub api: Api,
+    pub model: String,
+    pub prompts: Prompts,
+    pub stream: bool,
+    pub max_tokens: Option<u32>,
+    pub slo: Option<Slo>,
+}
+
+/// Step one: what the user typed, every value checked, with no I/O at all (no DNS, no file
+/// read, no limit raised, nothing rendered), so that it can be tested on its own. `resolve`
+/// is step two. Field names are the plan's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Spec {
+    pub url: String,
+    pub target: Target,
+    /// As given; None: GET, or POST when there is a body (known once it is read).
+    pub method: Option<String>,
+    pub cpus: Vec<usize>,
+    pub conns: usize,
+    pub pipeline: usize,
+    /// `--requests`: send exactly this many requests in total (unless `run_for` ends first).
+    pub budget: Option<u64>,
+    /// `--duration`: stop sending this long after the start.
+    pub run_for: Option<Duration>,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub interval: Duration,
+    /// As typed, and as parsed.
+    pub headers: Vec<String>,
+    pub header_fields: Vec<(String, String)>,
+    pub body: Body,
+    pub rate: Option<RateSpec>,
+    pub max_in_flight: Option<u64>,
+    pub slack: Option<Duration>,
+    pub llm: Option<LlmSpec>,
+    pub output: Output,
+}
+
+impl Spec {
+    /// Check every option that can be checked without I/O. `allowed_cpus` are the CPUs this
+    /// process may run on (`allowed_cpus()`), passed in so that the step stays pure.
+    pub fn parse(args: &RunArgs, allowed_cpus: &[usize]) -> Result<Spec, PlanError> {
         let Some(raw_url) = args.url.as_deref() else {
             return err("a target URL is required, e.g. blast http://127.0.0.1:8080/");
         };
         let target = parse_url(raw_url)?;
-        let mut cpus = choose_cpus(args.cores)?;
+        let mut cpus = choose_cpus(args.cores, allowed_cpus)?;
         if args.conns == 0 {
             return err("--conns must be at least 1");
         }
@@ -291,7 +361,7 @@ impl Plan {
         if args.requests == Some(0) {
             return err("--requests must be at least 1");
         }
-        let duration = match (&args.duration, args.requests) {
+        let run_for = match (&args.duration, args.requests) {
             (Some(d), _) => Some(positive_duration("--duration", d)?),
             (None, Some(_)) => None,
             // A stage list says how long it lasts; otherwise 10 s, like wrk.
@@ -301,7 +371,6 @@ impl Plan {
                     .unwrap_or(Duration::from_secs(10)),
             ),
         };
-        let run_for = duration;
         let rate = match rate {
             Some(mut spec) => {
                 if let Pattern::Ramp { over, .. } = &mut spec.pattern {
@@ -340,10 +409,10 @@ impl Plan {
                         humantime::format_duration(MAX_SLACK)
                     ));
                 }
-                d
+                Some(d)
             }
-            (None, Some(_)) => DEFAULT_SLACK,
-            (None, None) => Duration::ZERO,
+            (None, Some(_)) => Some(DEFAULT_SLACK),
+            (None, None) => None,
         };
         let timeout = positive_duration("--timeout", &args.timeout)?;
         let connect_timeout = positive_duration("--connect-timeout", &args.connect_timeout)?;
@@ -352,17 +421,15 @@ impl Plan {
             return err("--interval must be at least 10ms");
         }
 
-        let headers = args
+        let header_fields = args
             .headers
             .iter()
             .map(|h| request::parse_header(h).map_err(PlanError))
             .collect::<Result<Vec<_>, _>>()?;
         let body = match (&args.body, &args.body_file) {
-            (Some(b), _) => b.clone().into_bytes(),
-            (None, Some(path)) => std::fs::read(path).map_err(|e| {
-                PlanError(format!("cannot read --body-file {}: {e}", path.display()))
-            })?,
-            (None, None) => Vec::new(),
+            (Some(b), _) => Body::Bytes(b.clone().into_bytes()),
+            (None, Some(path)) => Body::File(path.clone()),
+            (None, None) => Body::Bytes(Vec::new()),
         };
         let api = match args.api {
             None | Some(ApiArg::None) => None,
@@ -371,8 +438,8 @@ impl Plan {
             Some(ApiArg::OpenaiChat) => Some(Api::OpenaiChat),
             Some(ApiArg::OpenaiCompletions) => Some(Api::OpenaiCompletions),
         };
-        if api.is_some() && !body.is_empty() {
-            return err("--body/--body-file and --api both set the body: use one of them");
+        if let Body::Bytes(bytes) = &body {
+            check_body(api.is_some(), bytes)?;
         }
         // Without --api the LLM options would be silently ignored: refuse them. An explicit
         // `--api none` says "plain HTTP" on purpose (a scenario's prompts are then unused).
@@ -393,123 +460,130 @@ impl Plan {
                 {
                     return err(format!("--method {m:?} is not a valid HTTP method"));
                 }
-                m
+                Some(m)
             }
-            None if !body.is_empty() || api.is_some() => "POST".to_string(),
-            None => "GET".to_string(),
+            None => None,
         };
-
-        let addrs = resolve(&target.host, target.port)?;
-        limits::raise_nofile(args.conns).map_err(PlanError)?;
-
-        let (rendered, llm, llm_config) = match api {
-            None => {
-                let one = request::render(&RequestSpec {
-                    method: &method,
-                    path: &target.path,
-                    host: &target.authority,
-                    headers: &headers,
-                    body: &body,
-                });
-                (vec![one], None, None)
-            }
-            Some(api) => {
-                let (rendered, plan, config) = llm_requests(args, api, &method, &target, headers)?;
-                (rendered, Some(plan), Some(config))
-            }
-        };
-        for path in [
-            args.json
-                .as_deref()
-                .filter(|p| *p != "-")
-                .map(std::path::Path::new),
-            args.timeline.as_deref(),
-            args.log.as_deref(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            check_writable_dir(path)?;
-        }
+        let llm = api.map(|api| llm_spec(args, api)).transpose()?;
+        let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
-            json_stdout: args.json.as_deref() == Some("-"),
-            json: args
-                .json
-                .as_deref()
-                .filter(|p| *p != "-")
-                .map(PathBuf::from),
+            json_stdout: json == Some("-"),
+            json: json.filter(|p| *p != "-").map(PathBuf::from),
             timeline_csv: args.timeline.clone(),
             log: args.log.clone(),
         };
-        let config = Config {
+        Ok(Spec {
             url: raw_url.to_string(),
-            method: method.clone(),
-            cores: cpus.len(),
-            cpus: cpus.clone(),
+            target,
+            method,
+            cpus,
             conns: args.conns,
             pipeline: args.pipeline,
-            requests: args.requests,
-            duration_s: duration,
+            budget: args.requests,
+            run_for,
             timeout,
             connect_timeout,
             interval,
             headers: args.headers.clone(),
-            body_bytes: body.len(),
-            rate: rate.clone(),
-            max_in_flight,
-            slack: rate.as_ref().map(|_| slack),
-            llm: llm_config,
-            scenario: None,
-        };
-        Ok(Plan {
-            addrs,
-            cpus,
-            conns: args.conns,
-            pipeline: args.pipeline,
-            requests: args.requests,
-            duration,
-            timeout,
-            connect_timeout,
-            interval,
-            rendered,
-            head: method == "HEAD",
+            header_fields,
+            body,
             rate,
             max_in_flight,
             slack,
             llm,
             output,
-            config,
         })
     }
 
-    /// Connections given to shard `i`: as even a split as possible.
-    pub fn conns_of(&self, shard: usize) -> usize {
-        shard_share(self.conns as u64, shard, self.cpus.len()) as usize
-    }
-
-    /// The request budget of shard `i` when the run is bounded by a count.
-    pub fn requests_of(&self, shard: usize) -> Option<u64> {
-        self.requests
-            .map(|n| shard_share(n, shard, self.cpus.len()))
-    }
-
-    /// The distributions this run records.
-    pub fn metrics(&self) -> Vec<Metric> {
-        Metric::ALL
+    /// Step two: look up the target, read the body and prompt files, make room for the
+    /// connections, check that the output files can be created, render the requests.
+    pub fn resolve(self) -> Result<Plan, PlanError> {
+        let body = match self.body {
+            Body::Bytes(bytes) => bytes,
+            Body::File(path) => {
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    PlanError(format!("cannot read --body-file {}: {e}", path.display()))
+                })?;
+                check_body(self.llm.is_some(), &bytes)?;
+                bytes
+            }
+        };
+        let method = match self.method {
+            Some(m) => m,
+            None if !body.is_empty() || self.llm.is_some() => "POST".to_string(),
+            None => "GET".to_string(),
+        };
+        let addrs = resolve(&self.target.host, self.target.port)?;
+        limits::raise_nofile(self.conns).map_err(PlanError)?;
+        let (requests, llm) = match self.llm {
+            None => {
+                let one = request::render(&RequestSpec {
+                    method: &method,
+                    path: &self.target.path,
+                    host: &self.target.authority,
+                    headers: &self.header_fields,
+                    body: &body,
+                });
+                (vec![one], None)
+            }
+            Some(spec) => {
+                let (requests, llm) =
+                    llm_requests(spec, &method, &self.target, self.header_fields)?;
+                (requests, Some(llm))
+            }
+        };
+        let out = &self.output;
+        for path in [&out.json, &out.timeline_csv, &out.log]
             .into_iter()
-            .filter(|m| match m.group() {
-                MetricGroup::Every => true,
-                MetricGroup::OpenLoop => self.rate.is_some(),
-                MetricGroup::Llm => self.llm.is_some(),
-            })
-            .collect()
+            .flatten()
+        {
+            check_writable_dir(path)?;
+        }
+        Ok(Plan {
+            url: self.url,
+            head: method == "HEAD",
+            method,
+            cores: self.cpus.len(),
+            cpus: self.cpus,
+            conns: self.conns,
+            pipeline: self.pipeline,
+            budget: self.budget,
+            run_for: self.run_for,
+            timeout: self.timeout,
+            connect_timeout: self.connect_timeout,
+            interval: self.interval,
+            headers: self.headers,
+            body_bytes: body.len(),
+            metrics: metrics(self.rate.is_some(), llm.is_some()),
+            rate: self.rate,
+            max_in_flight: self.max_in_flight,
+            slack: self.slack,
+            llm,
+            scenario: None,
+            addrs,
+            requests,
+            output: self.output,
+        })
     }
+}
 
-    /// Shard `i`'s part of `--max-in-flight`.
-    pub fn max_in_flight_of(&self, shard: usize) -> Option<u64> {
-        self.max_in_flight
-            .map(|n| shard_share(n, shard, self.cpus.len()))
+/// The distributions a run records: the open-loop and LLM ones only when they apply.
+fn metrics(open_loop: bool, llm: bool) -> Vec<Metric> {
+    Metric::ALL
+        .into_iter()
+        .filter(|m| match m.group() {
+            MetricGroup::Every => true,
+            MetricGroup::OpenLoop => open_loop,
+            MetricGroup::Llm => llm,
+        })
+        .collect()
+}
+
+impl Plan {
+    /// Both steps: what the command line asks for, ready to run.
+    pub fn from_args(args: &RunArgs) -> Result<Plan, PlanError> {
+        Spec::parse(args, &allowed_cpus())?.resolve()
     }
 }
 
@@ -550,31 +624,25 @@ fn llm_only_flag(args: &RunArgs) -> Option<&'static str> {
     .find_map(|(given, flag)| given.then_some(flag))
 }
 
-/// One request per prompt, in rotation, for an LLM API. A URL without a path gets the
-/// API's usual one.
-fn llm_requests(
-    args: &RunArgs,
-    api: Api,
-    method: &str,
-    target: &Target,
-    mut headers: Vec<(String, String)>,
-) -> Result<(Vec<Vec<u8>>, LlmPlan, LlmConfig), PlanError> {
-    let (mix, prompts_name) = match &args.prompt_file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                PlanError(format!("cannot read --prompt-file {}: {e}", path.display()))
-            })?;
-            let mix = PromptMix::from_file(&text)
-                .map_err(|e| PlanError(format!("--prompt-file {}: {e}", path.display())))?;
-            (mix, format!("file:{}", path.display()))
-        }
+/// `--api` writes the body itself: a body of the user's own would be silently replaced.
+fn check_body(llm: bool, body: &[u8]) -> Result<(), PlanError> {
+    if llm && !body.is_empty() {
+        return err("--body/--body-file and --api both set the body: use one of them");
+    }
+    Ok(())
+}
+
+/// The LLM options, checked (a prompt file is only named here, `resolve` reads it).
+fn llm_spec(args: &RunArgs, api: Api) -> Result<LlmSpec, PlanError> {
+    let prompts = match &args.prompt_file {
+        Some(path) => Prompts::File(path.clone()),
         None => {
             let names = args.prompts.as_deref().unwrap_or(DEFAULT_PROMPTS);
             let sets =
                 PromptSet::parse_list(names).map_err(|e| PlanError(format!("--prompts: {e}")))?;
             let mix = PromptMix::from_sets(&sets)
                 .ok_or_else(|| PlanError("--prompts: no prompt set given".into()))?;
-            (mix, names.to_string())
+            Prompts::Sets(names.to_string(), mix)
         }
     };
     let model = args.model.as_deref().unwrap_or(DEFAULT_MODEL);
@@ -585,10 +653,46 @@ fn llm_requests(
         return err("--max-tokens must be at least 1");
     }
     let slo = match &args.slo {
-        Some(text) => Slo::parse(text).map_err(PlanError)?,
-        None => Slo::default(),
+        Some(text) => Some(Slo::parse(text).map_err(PlanError)?).filter(Slo::is_set),
+        None => None,
     };
-    let streaming = !args.no_stream;
+    Ok(LlmSpec {
+        api,
+        model: model.to_string(),
+        prompts,
+        stream: !args.no_stream,
+        max_tokens: args.max_tokens,
+        slo,
+    })
+}
+
+/// One request per prompt, in rotation, for an LLM API. A URL without a path gets the
+/// API's usual one.
+fn llm_requests(
+    spec: LlmSpec,
+    method: &str,
+    target: &Target,
+    mut headers: Vec<(String, String)>,
+) -> Result<(Vec<Vec<u8>>, Llm), PlanError> {
+    let LlmSpec {
+        api,
+        model,
+        prompts,
+        stream,
+        max_tokens,
+        slo,
+    } = spec;
+    let (mix, prompts_name) = match prompts {
+        Prompts::Sets(names, mix) => (mix, names),
+        Prompts::File(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                PlanError(format!("cannot read --prompt-file {}: {e}", path.display()))
+            })?;
+            let mix = PromptMix::from_file(&text)
+                .map_err(|e| PlanError(format!("--prompt-file {}: {e}", path.display())))?;
+            (mix, format!("file:{}", path.display()))
+        }
+    };
     let path = if target.path == "/" {
         api.default_path()
     } else {
@@ -605,10 +709,10 @@ fn llm_requests(
         .map(|prompt| {
             let body = llm::render(&llm::BodySpec {
                 api,
-                model,
+                model: &model,
                 prompt,
-                stream: streaming,
-                max_tokens: args.max_tokens,
+                stream,
+                max_tokens,
                 include_usage: true,
             });
             request::render(&RequestSpec {
@@ -620,24 +724,16 @@ fn llm_requests(
             })
         })
         .collect();
-    let config = LlmConfig {
+    let llm = Llm {
         api,
-        model: model.to_string(),
+        model,
         prompts: prompts_name,
         prompt_count: mix.len(),
-        stream: streaming,
-        max_tokens: args.max_tokens,
-        slo: slo.is_set().then_some(slo),
+        stream,
+        max_tokens,
+        slo,
     };
-    Ok((
-        rendered,
-        LlmPlan {
-            api,
-            streaming,
-            slo,
-        },
-        config,
-    ))
+    Ok((rendered, llm))
 }
 
 /// The open-loop schedule the user asked for, if any (not yet checked against the run length).
@@ -712,6 +808,7 @@ fn rate_spec(args: &RunArgs) -> Result<Option<RateSpec>, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     #[test]
     fn urls() {
@@ -753,10 +850,264 @@ mod tests {
 
     #[test]
     fn cpus() {
-        let all = allowed_cpus();
-        assert!(!all.is_empty());
-        assert_eq!(choose_cpus(Some(1)).unwrap().len(), 1);
-        assert!(choose_cpus(Some(0)).is_err());
-        assert!(choose_cpus(Some(all.len() + 1)).is_err());
+        let allowed = [0, 2, 4, 6];
+        assert_eq!(choose_cpus(None, &allowed).unwrap(), allowed);
+        assert_eq!(choose_cpus(Some(3), &allowed).unwrap(), [0, 2, 4]);
+        assert!(choose_cpus(Some(0), &allowed).is_err());
+        assert!(choose_cpus(Some(5), &allowed)
+            .unwrap_err()
+            .0
+            .contains("4 CPU(s) only"));
+        assert!(choose_cpus(None, &[]).is_err());
+        assert!(!allowed_cpus().is_empty());
+    }
+
+    /// Four CPUs, whatever the machine running the tests has.
+    const CPUS: &[usize] = &[0, 1, 2, 3];
+
+    fn parse(argv: &[&str]) -> Result<Spec, PlanError> {
+        let argv = std::iter::once("blast").chain(argv.iter().copied());
+        let cli = crate::cli::Cli::try_parse_from(argv).expect("clap accepts the arguments");
+        Spec::parse(&cli.run, CPUS)
+    }
+
+    fn rejected(argv: &[&str]) -> String {
+        match parse(argv) {
+            Ok(spec) => panic!("{argv:?} was accepted: {spec:?}"),
+            Err(e) => e.0,
+        }
+    }
+
+    const URL: &str = "http://127.0.0.1:9/";
+
+    #[test]
+    fn parse_fills_in_the_defaults() {
+        let spec = parse(&[URL]).unwrap();
+        assert_eq!(spec.cpus, CPUS);
+        assert_eq!((spec.conns, spec.pipeline), (100, 1));
+        assert_eq!(spec.run_for, Some(Duration::from_secs(10)));
+        assert_eq!(spec.budget, None);
+        assert_eq!(
+            spec.method, None,
+            "GET or POST is decided once the body is known"
+        );
+        assert_eq!(spec.body, Body::Bytes(Vec::new()));
+        assert_eq!((spec.rate, spec.llm), (None, None));
+
+        // A count alone bounds the run; fewer connections than CPUs use fewer CPUs.
+        let spec = parse(&["-n", "2", "-r", "5", URL]).unwrap();
+        assert_eq!((spec.budget, spec.run_for), (Some(5), None));
+        assert_eq!(spec.cpus, [0, 1]);
+        // A stage list says how long the run lasts.
+        let spec = parse(&["--stages", "1s:10,2s:0", URL]).unwrap();
+        assert_eq!(spec.run_for, Some(Duration::from_secs(3)));
+    }
+
+    #[test]
+    fn parse_touches_neither_network_nor_files() {
+        let spec = parse(&["http://nonexistent.invalid/"]).unwrap();
+        assert_eq!(spec.target.host, "nonexistent.invalid");
+        let missing = "/nonexistent/blast-test/file";
+        let spec = parse(&["--body-file", missing, URL]).unwrap();
+        assert_eq!(spec.body, Body::File(missing.into()));
+        let spec = parse(&["--api", "ollama-generate", "--prompt-file", missing, URL]).unwrap();
+        assert_eq!(spec.llm.unwrap().prompts, Prompts::File(missing.into()));
+        let out = format!("{missing}/out.json");
+        let spec = parse(&["--json", &out, "--log", missing, URL]).unwrap();
+        assert_eq!(spec.output.json, Some(out.into()));
+    }
+
+    #[test]
+    fn resolve_does_the_io() {
+        let e = parse(&["http://nonexistent.invalid/"]).unwrap().resolve();
+        assert!(
+            e.unwrap_err()
+                .0
+                .contains("cannot resolve host \"nonexistent.invalid\""),
+            "DNS is resolve's"
+        );
+        let missing = "/nonexistent/blast-test/body";
+        let e = parse(&["--body-file", missing, URL]).unwrap().resolve();
+        assert!(e
+            .unwrap_err()
+            .0
+            .starts_with("cannot read --body-file /nonexistent/blast-test/body: "));
+        let e = parse(&["--api", "openai-chat", "--prompt-file", missing, URL])
+            .unwrap()
+            .resolve();
+        assert!(e.unwrap_err().0.starts_with("cannot read --prompt-file "));
+    }
+
+    #[test]
+    fn parse_rejects_bad_input() {
+        let cases: &[(&[&str], &str)] = &[
+            (&["https://example.com/"], "https is not supported yet"),
+            (&["-n", "0", URL], "--conns must be at least 1"),
+            (
+                &["--cores", "5", URL],
+                "--cores 5: this process may run on 4 CPU(s) only",
+            ),
+            (
+                &["--cores", "3", "-n", "2", URL],
+                "--cores 3 needs at least as many connections (--conns 2)",
+            ),
+            (&["-p", "0", URL], "--pipeline must be between 1 and 1024"),
+            (&["-r", "0", URL], "--requests must be at least 1"),
+            (
+                &["-d", "ten", URL],
+                "--duration: cannot read \"ten\" as a duration",
+            ),
+            (
+                &["--max-in-flight", "3", URL],
+                "--max-in-flight 3 is less than one per core (4 cores)",
+            ),
+            (
+                &["--interval", "5ms", URL],
+                "--interval must be at least 10ms",
+            ),
+            (&["--rate", "0", URL], "--rate must be greater than zero"),
+            (
+                &["--pattern", "ramp", "--rate", "5", "-r", "9", URL],
+                "--pattern ramp with --requests needs --ramp-over",
+            ),
+            (&["-H", "nocolon", URL], "has no colon"),
+            (
+                &["-m", "G T", URL],
+                "--method \"G T\" is not a valid HTTP method",
+            ),
+            (
+                &["--body", "x", "--api", "ollama-chat", URL],
+                "--body/--body-file and --api both set the body",
+            ),
+            (&["--model", "m", URL], "--model only applies to an LLM API"),
+            (
+                &["--api", "ollama-chat", "--prompts", "huge", URL],
+                "--prompts: unknown prompt set \"huge\"",
+            ),
+            (
+                &["--api", "ollama-chat", "--model", " ", URL],
+                "--model must not be empty",
+            ),
+            (
+                &["--api", "ollama-chat", "--max-tokens", "0", URL],
+                "--max-tokens must be at least 1",
+            ),
+            (&["--api", "ollama-chat", "--slo", "ttft=fast", URL], "fast"),
+        ];
+        for (argv, expect) in cases {
+            let msg = rejected(argv);
+            assert!(
+                msg.contains(expect),
+                "{argv:?}: {msg:?} does not say {expect:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_checks_the_llm_options() {
+        let spec = parse(&[
+            "--api",
+            "openai-chat",
+            "--prompts",
+            "short,medium",
+            "--no-stream",
+            "--max-tokens",
+            "7",
+            "--slo",
+            "ttft=1s",
+            URL,
+        ])
+        .unwrap();
+        let llm = spec.llm.unwrap();
+        assert_eq!(
+            (llm.api, llm.model.as_str()),
+            (Api::OpenaiChat, DEFAULT_MODEL)
+        );
+        assert!(!llm.stream);
+        assert_eq!(llm.max_tokens, Some(7));
+        assert!(llm.slo.is_some_and(|s| s.is_set()));
+        assert!(
+            matches!(&llm.prompts, Prompts::Sets(names, mix) if names == "short,medium" && mix.len() == 16)
+        );
+        // `--api none` turns the LLM options off on purpose.
+        assert_eq!(
+            parse(&["--api", "none", "--model", "m", URL]).unwrap().llm,
+            None
+        );
+        // An empty --body is no body, so --api may write it.
+        assert!(parse(&["--api", "ollama-chat", "--body", "", URL]).is_ok());
+    }
+
+    /// The result document's `config` is the serialized plan: its keys, in order, with the
+    /// engine's fields left out.
+    #[test]
+    fn the_plan_serializes_as_the_config() {
+        let keys = |argv: &[&str]| {
+            let plan = parse(argv).unwrap().resolve().unwrap();
+            let json = serde_json::to_string(&plan).unwrap();
+            let doc: serde_json::Map<String, serde_json::Value> =
+                serde_json::from_str(&json).unwrap();
+            // serde_json's map is sorted: read the order off the text.
+            let mut keys: Vec<String> = doc.keys().cloned().collect();
+            keys.sort_by_key(|k| json.find(&format!("\"{k}\":")).unwrap());
+            (keys, doc)
+        };
+        let (k, doc) = keys(&[
+            "-n",
+            "4",
+            "-r",
+            "8",
+            "-d",
+            "2s",
+            "--rate",
+            "5",
+            "--max-in-flight",
+            "4",
+            URL,
+        ]);
+        assert_eq!(
+            k,
+            [
+                "url",
+                "method",
+                "cores",
+                "cpus",
+                "conns",
+                "pipeline",
+                "requests",
+                "duration_s",
+                "timeout",
+                "connect_timeout",
+                "interval",
+                "headers",
+                "body_bytes",
+                "rate",
+                "max_in_flight",
+                "slack"
+            ]
+        );
+        assert_eq!(doc["slack"], 0.0002, "the default slack of an open loop");
+        assert_eq!(doc["requests"], 8);
+        assert_eq!(doc["duration_s"], 2.0);
+        assert_eq!(doc["cores"], 4);
+        let (k, doc) = keys(&[
+            "-n",
+            "1",
+            "-r",
+            "1",
+            "--api",
+            "ollama-chat",
+            "--slo",
+            "ttft=1s",
+            URL,
+        ]);
+        assert_eq!(&k[k.len() - 2..], ["body_bytes", "llm"]);
+        assert_eq!(doc["method"], "POST");
+        let llm: Vec<&String> = doc["llm"].as_object().unwrap().keys().collect();
+        assert_eq!(
+            llm,
+            ["api", "model", "prompt_count", "prompts", "slo", "stream"],
+            "sorted; max_tokens is left out when unset"
+        );
     }
 }

@@ -126,7 +126,7 @@ pub fn find(name: &str) -> Option<&'static Scenario> {
 mod tests {
     use super::*;
     use crate::cli::Cli;
-    use crate::plan::Plan;
+    use crate::plan::Spec;
     use clap::Parser;
 
     #[test]
@@ -136,9 +136,10 @@ mod tests {
             argv.extend_from_slice(s.args);
             argv.extend_from_slice(&["--duration", "2m", "http://127.0.0.1:9/"]);
             let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-            let plan = Plan::from_args(&cli.run).unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            let spec = Spec::parse(&cli.run, &crate::plan::allowed_cpus())
+                .unwrap_or_else(|e| panic!("{}: {e}", s.name));
             assert_eq!(
-                plan.duration,
+                spec.run_for,
                 Some(std::time::Duration::from_secs(120)),
                 "{}",
                 s.name

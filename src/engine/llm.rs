@@ -56,7 +56,7 @@ impl LlmTracker {
     pub fn new(plan: LlmPlan) -> LlmTracker {
         LlmTracker {
             plan,
-            decoder: StreamDecoder::new(plan.api, plan.streaming),
+            decoder: StreamDecoder::new(plan.api, plan.stream),
             r: Response::default(),
         }
     }
@@ -220,7 +220,7 @@ mod tests {
         let slo = Slo::parse("ttft=50ms").unwrap();
         LlmTracker::new(LlmPlan {
             api: Api::OllamaGenerate,
-            streaming: true,
+            stream: true,
             slo,
         })
     }

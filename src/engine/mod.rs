@@ -7,16 +7,17 @@ mod conn;
 mod llm;
 mod shard;
 
-use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_channel::Receiver;
 
-use crate::plan::{LlmPlan, Plan};
+use crate::plan::{Llm, LlmPlan, Plan};
 use crate::rt::{self, Pinned};
-use crate::schedule::RateSpec;
-use crate::stats::{Metric, Snapshot};
+use crate::schedule::shard_share;
+use crate::stats::Snapshot;
 
 /// Set by the Ctrl-C handler; each shard polls it once per tick, never per request.
 pub static INTERRUPTED: AtomicBool = AtomicBool::new(false);
@@ -36,31 +37,47 @@ pub enum EngineError {
     Shard { cpu: usize, msg: String },
 }
 
-/// Everything one shard needs; built on the main thread, moved into the shard's thread.
+/// One shard's view of the plan: the plan all shards share, and this shard's share of what
+/// is split between them. Its own fields have the plan's names and stand in for the plan's
+/// (`conns` is this shard's connections, `plan.conns` all of them; `llm` is the part of the
+/// plan's a connection decodes with); every other field reads through to the plan (`Deref`).
 #[derive(Clone, Debug)]
 pub(crate) struct ShardSetup {
+    /// This shard's index, among `shards`.
     pub id: usize,
-    pub addrs: Vec<SocketAddr>,
-    pub conns: usize,
-    pub pipeline: usize,
-    /// This shard's share of `--requests`.
-    pub budget: Option<u64>,
-    /// Stop sending this long after the start.
-    pub run_for: Option<Duration>,
-    pub timeout: Duration,
-    pub connect_timeout: Duration,
-    pub interval: Duration,
-    pub requests: Vec<Vec<u8>>,
-    pub head: bool,
-    pub metrics: Vec<Metric>,
-    /// Open loop: the whole run's rate; the shard follows its own share of it.
-    pub rate: Option<RateSpec>,
     pub shards: usize,
+    pub conns: usize,
+    /// This shard's share of the plan's `budget` (`--requests`).
+    pub budget: Option<u64>,
     /// This shard's share of `--max-in-flight`.
     pub max_in_flight: Option<u64>,
-    /// Open loop: see `Plan::slack`.
-    pub slack: Duration,
+    /// What a connection needs to decode the plan's LLM responses.
     pub llm: Option<LlmPlan>,
+    pub plan: Arc<Plan>,
+}
+
+impl ShardSetup {
+    /// Shard `id`'s share: as even a split as possible.
+    fn new(plan: &Arc<Plan>, id: usize) -> ShardSetup {
+        let share = |total: u64| shard_share(total, id, plan.cores);
+        ShardSetup {
+            id,
+            shards: plan.cores,
+            conns: share(plan.conns as u64) as usize,
+            budget: plan.budget.map(share),
+            max_in_flight: plan.max_in_flight.map(share),
+            llm: plan.llm.as_ref().map(Llm::decoding),
+            plan: Arc::clone(plan),
+        }
+    }
+}
+
+impl Deref for ShardSetup {
+    type Target = Plan;
+
+    fn deref(&self) -> &Plan {
+        &self.plan
+    }
 }
 
 /// A started run: its shards are connected to the aggregator by `snapshots`.
@@ -73,7 +90,7 @@ pub struct Run {
 impl Run {
     /// Start one shard per CPU of the plan, wait until each is up, then start them all at
     /// one common instant (so that every shard's intervals line up).
-    pub fn start(plan: &Plan) -> Result<Run, EngineError> {
+    pub fn start(plan: &Arc<Plan>) -> Result<Run, EngineError> {
         let (snap_tx, snapshots) = crossbeam_channel::unbounded();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
         let work = plan
@@ -81,25 +98,7 @@ impl Run {
             .iter()
             .enumerate()
             .map(|(id, &cpu)| {
-                let setup = ShardSetup {
-                    id,
-                    addrs: plan.addrs.clone(),
-                    conns: plan.conns_of(id),
-                    pipeline: plan.pipeline,
-                    budget: plan.requests_of(id),
-                    run_for: plan.duration,
-                    timeout: plan.timeout,
-                    connect_timeout: plan.connect_timeout,
-                    interval: plan.interval,
-                    requests: plan.rendered.clone(),
-                    head: plan.head,
-                    metrics: plan.metrics(),
-                    rate: plan.rate.clone(),
-                    shards: plan.cpus.len(),
-                    max_in_flight: plan.max_in_flight_of(id),
-                    slack: plan.slack,
-                    llm: plan.llm,
-                };
+                let setup = ShardSetup::new(plan, id);
                 let (tx, go) = (snap_tx.clone(), go_rx.clone());
                 // Each shard waits, on its runtime but before any I/O, for the common start;
                 // a start that was called off (the sender dropped) ends it.

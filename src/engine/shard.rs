@@ -197,7 +197,7 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         next_template: Cell::new(0),
         stopping: Cell::new(false),
         finished: Cell::new(false),
-        stamps: setup.rate.is_some() && !setup.slack.is_zero(),
+        stamps: setup.slack.is_some_and(|s| !s.is_zero()),
         preferred_addr: Cell::new(0),
         tx,
         seq: Cell::new(0),
@@ -206,8 +206,8 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         start,
         setup,
     });
-    if shard.stamps {
-        rt::batch(shard.setup.slack);
+    if let (true, Some(slack)) = (shard.stamps, shard.setup.slack) {
+        rt::batch(slack);
     }
     // The ticker is dropped with the runtime once the connections are done.
     rt::spawn(ticker(shard.clone())).detach();

@@ -15,7 +15,7 @@ pub fn log_line(report: &Report, at: std::time::SystemTime) -> serde_json::Value
     serde_json::json!({
         "time": humantime::format_rfc3339_seconds(at).to_string(),
         "scenario": report.config.scenario,
-        "config": report.config,
+        "config": *report.config,
         "summary": {
             "elapsed_s": report.elapsed_s,
             "rps": report.rps,

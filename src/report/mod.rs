@@ -6,6 +6,7 @@ pub mod json;
 pub mod text;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use base64::Engine as _;
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
@@ -15,7 +16,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 use crate::aggregate::{Aggregator, TimelineRow};
-use crate::plan::{Config, Plan};
+use crate::plan::Plan;
 use crate::schedule::RateSpec;
 use crate::stats::{ErrorKind, Metric, Summary};
 
@@ -129,7 +130,13 @@ pub struct Report {
     pub timeline: Vec<TimelineRow>,
     /// base64 of each histogram's V2 + DEFLATE serialisation, for exact merging elsewhere.
     pub histograms: BTreeMap<&'static str, String>,
-    pub config: Config,
+    /// The plan that ran.
+    #[serde(serialize_with = "ser_plan")]
+    pub config: Arc<Plan>,
+}
+
+fn ser_plan<S: serde::Serializer>(plan: &Arc<Plan>, s: S) -> Result<S::Ok, S::Error> {
+    plan.serialize(s)
 }
 
 /// What the run cost blast itself, measured around it.
@@ -139,7 +146,7 @@ pub struct SelfCost {
 }
 
 impl Report {
-    pub fn build(agg: &Aggregator, plan: &Plan, cost: SelfCost, interrupted: bool) -> Report {
+    pub fn build(agg: &Aggregator, plan: &Arc<Plan>, cost: SelfCost, interrupted: bool) -> Report {
         let totals = agg.totals();
         let elapsed_s = agg.end.as_secs_f64();
         let per_s = |n: u64| {
@@ -201,7 +208,7 @@ impl Report {
                 0.0
             },
             client_cpu_utilization: if elapsed_s > 0.0 {
-                cost.cpu.as_secs_f64() / (elapsed_s * plan.cpus.len() as f64)
+                cost.cpu.as_secs_f64() / (elapsed_s * plan.cores as f64)
             } else {
                 0.0
             },
@@ -210,8 +217,8 @@ impl Report {
             open_loop: plan
                 .rate
                 .as_ref()
-                .map(|spec| open_loop(agg, spec, plan.duration, plan.slack)),
-            tokens: plan.llm.map(|_| Tokens {
+                .map(|spec| open_loop(agg, spec, plan.run_for, plan.slack.unwrap_or_default())),
+            tokens: plan.llm.as_ref().map(|_| Tokens {
                 output: totals.tokens,
                 per_s: per_s(totals.tokens),
                 source: match (totals.tokens_by_server, totals.tokens_by_events) {
@@ -223,12 +230,12 @@ impl Report {
                 server_per_s: (totals.server_eval_ns > 0)
                     .then(|| totals.server_eval_tokens as f64 * 1e9 / totals.server_eval_ns as f64),
             }),
-            done_reasons: plan.llm.map(|_| DoneReasons {
+            done_reasons: plan.llm.as_ref().map(|_| DoneReasons {
                 stop: totals.done_reasons[0],
                 length: totals.done_reasons[1],
                 other: totals.done_reasons[2],
             }),
-            goodput: plan.llm.filter(|l| l.slo.is_set()).map(|_| Goodput {
+            goodput: plan.llm.as_ref().and_then(|l| l.slo).map(|_| Goodput {
                 good: totals.good,
                 rps: per_s(totals.good),
                 ratio: if totals.completed > 0 {
@@ -239,7 +246,7 @@ impl Report {
             }),
             timeline: agg.timeline.clone(),
             histograms,
-            config: plan.config.clone(),
+            config: Arc::clone(plan),
         }
     }
 }

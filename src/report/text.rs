@@ -70,7 +70,7 @@ fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result
 
 pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
     let c = &r.config;
-    let bound = match (c.requests, c.duration_s) {
+    let bound = match (c.budget, c.run_for) {
         (Some(n), Some(d)) => format!("{n} requests or {}", humantime::format_duration(d)),
         (Some(n), None) => format!("{n} requests"),
         (None, Some(d)) => humantime::format_duration(d).to_string(),
