@@ -25,6 +25,7 @@ use super::render::{
 };
 use super::stats::{Admission, CoreStats, Route, Shared, Waiters};
 use super::MockConfig;
+use crate::rng::SplitMix64;
 use crate::rt::{self, Listener, Stream};
 
 /// A task that can run without waiting (a fast stream) lets the poller look at sockets and
@@ -44,17 +45,9 @@ pub(crate) struct Core {
     cfg: Arc<MockConfig>,
     shared: Arc<Shared>,
     canned: Arc<CannedSet>,
-    rng: Cell<u64>,
+    rng: Cell<SplitMix64>,
     next_id: Cell<u64>,
     waiters: Waiters,
-}
-
-fn splitmix(x: &mut u64) -> u64 {
-    *x = x.wrapping_add(0x9e3779b97f4a7c15);
-    let mut z = *x;
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
-    z ^ (z >> 31)
 }
 
 fn stopped() -> io::Error {
@@ -75,10 +68,10 @@ impl Core {
         if p <= 0.0 {
             return false;
         }
-        let mut s = self.rng.get();
-        let r = splitmix(&mut s);
-        self.rng.set(s);
-        ((r >> 11) as f64 / (1u64 << 53) as f64) < p
+        let mut rng = self.rng.get();
+        let draw = rng.unit();
+        self.rng.set(rng);
+        draw < p
     }
 
     fn stamp(&self, api: Api, model: &str) -> Stamp {
@@ -133,7 +126,7 @@ pub(crate) async fn core_main(
         cfg,
         shared,
         canned,
-        rng: Cell::new(seed),
+        rng: Cell::new(SplitMix64::from_state(seed)),
         next_id: Cell::new(0),
         waiters: Waiters::default(),
     });
