@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Socket, Type};
 
+use crate::plan::{parse_duration, PlanError};
 use crate::rt::{self, Pinned};
 
 use render::CannedSet;
@@ -106,12 +107,9 @@ impl MockConfig {
 pub enum MockError {
     #[error("--listen {0:?}: not an address (want HOST:PORT, e.g. 127.0.0.1:11434)")]
     Listen(String),
-    #[error("--{flag} {value:?}: {reason} (want e.g. 0ms, 20ms, 1s)")]
-    Duration {
-        flag: &'static str,
-        value: String,
-        reason: String,
-    },
+    /// `--ttft` or `--token-delay`, read by the same parser as the load test's durations.
+    #[error(transparent)]
+    Duration(#[from] PlanError),
     #[error("--error-rate {0}: must be between 0 and 1")]
     ErrorRate(f64),
     #[error("--parallel 0: must be at least 1")]
@@ -138,14 +136,6 @@ pub enum MockError {
     Executor(String),
 }
 
-fn parse_duration(flag: &'static str, value: &str) -> Result<Duration, MockError> {
-    humantime::parse_duration(value.trim()).map_err(|e| MockError::Duration {
-        flag,
-        value: value.to_string(),
-        reason: e.to_string(),
-    })
-}
-
 fn parse_listen(s: &str) -> Result<SocketAddr, MockError> {
     if let Ok(a) = s.parse() {
         return Ok(a);
@@ -162,8 +152,8 @@ impl MockArgs {
     /// `sched_getaffinity` mask, see `crate::plan::allowed_cpus`); the first `--cores` of them are used.
     pub fn to_config(&self, cpus: Vec<usize>) -> Result<MockConfig, MockError> {
         let listen = parse_listen(&self.listen)?;
-        let ttft = parse_duration("ttft", &self.ttft)?;
-        let token_delay = parse_duration("token-delay", &self.token_delay)?;
+        let ttft = parse_duration("--ttft", &self.ttft)?;
+        let token_delay = parse_duration("--token-delay", &self.token_delay)?;
         if !(0.0..=1.0).contains(&self.error_rate) {
             return Err(MockError::ErrorRate(self.error_rate));
         }
