@@ -14,17 +14,17 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_lite::future::or;
 use socket2::Socket;
 
-use super::api::{parse_gen, Reject};
+use super::api::{parse_gen, GenSpec, Reject};
 use super::http::{
     decode_chunked, parse_head, scan_chunked, Chunked, Framing, Head, HeadResult, Method,
 };
 use super::render::{
     json_error, json_str, push_head, push_metrics, push_response, push_stream_end, render_full,
-    render_tokens, Api, BodyLen, Canned, CannedSet, ConnMode, GenSpec, Stamp, Timings, JSON,
-    NDJSON, SSE, WORDS,
+    render_tokens, BodyLen, Canned, CannedSet, ConnMode, Stamp, Timings, JSON, NDJSON, SSE, WORDS,
 };
 use super::stats::{Admission, CoreStats, Route, Shared, Waiters};
 use super::MockConfig;
+use crate::llm::Api;
 use crate::rng::SplitMix64;
 use crate::rt::{self, Listener, Stream};
 
@@ -75,30 +75,28 @@ impl Core {
     }
 
     fn stamp(&self, api: Api, model: &str) -> Stamp {
-        let now = SystemTime::now();
-        if api.is_openai() {
-            let n = self.next_id.get();
-            self.next_id.set(n + 1);
-            let prefix = if api == Api::OaChat {
-                "chatcmpl"
-            } else {
-                "cmpl"
-            };
-            Stamp {
-                created_at: String::new(),
-                created: now
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_secs()),
-                id: format!("{prefix}-mock{}x{n}", self.idx),
-                model_json: json_str(model),
-            }
-        } else {
-            Stamp {
-                created_at: humantime::format_rfc3339_nanos(now).to_string(),
+        if api.is_ollama() {
+            return Stamp {
+                created_at: created_at(api),
                 created: 0,
                 id: String::new(),
                 model_json: json_str(model),
-            }
+            };
+        }
+        let n = self.next_id.get();
+        self.next_id.set(n + 1);
+        let prefix = if api == Api::OpenaiChat {
+            "chatcmpl"
+        } else {
+            "cmpl"
+        };
+        Stamp {
+            created_at: String::new(),
+            created: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            id: format!("{prefix}-mock{}x{n}", self.idx),
+            model_json: json_str(model),
         }
     }
 }
@@ -210,25 +208,6 @@ fn count(core: &Core, route: Route, status: u16) {
     core.stats().count(route, status);
 }
 
-fn api_of(route: Route) -> Option<Api> {
-    match route {
-        Route::Generate => Some(Api::Generate),
-        Route::Chat => Some(Api::Chat),
-        Route::OaChat => Some(Api::OaChat),
-        Route::OaCompletions => Some(Api::OaCompletion),
-        _ => None,
-    }
-}
-
-fn route_of(api: Api) -> Route {
-    match api {
-        Api::Generate => Route::Generate,
-        Api::Chat => Route::Chat,
-        Api::OaChat => Route::OaChat,
-        Api::OaCompletion => Route::OaCompletions,
-    }
-}
-
 /// Answers a complete request, unless it is a generation that must be paced (`Generate`).
 fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
     let c = &core.canned;
@@ -238,8 +217,8 @@ fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
         canned.push(out, mode, head_only);
         status
     };
-    let status = match (api_of(head.route), head.route, head.method) {
-        (Some(api), _, Method::Post) => {
+    let status = match (head.route, head.method) {
+        (Route::Gen(api), Method::Post) => {
             let cfg = &core.cfg;
             match parse_gen(api, body, cfg.tokens, cfg.models.as_deref()) {
                 Ok(spec) => return Next::Generate(spec, mode, head.http10),
@@ -256,9 +235,9 @@ fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
                 }
             }
         }
-        (Some(_), _, _) => canned(out, &c.post_only, 405),
-        (None, Route::Other, _) => canned(out, &c.not_found, 404),
-        (None, route, Method::Get | Method::Head) => match route {
+        (Route::Gen(_), _) => canned(out, &c.post_only, 405),
+        (Route::Other, _) => canned(out, &c.not_found, 404),
+        (route, Method::Get | Method::Head) => match route {
             Route::Root => canned(out, &c.root, 200),
             Route::Version => canned(out, &c.version, 200),
             Route::Tags => canned(out, &c.tags, 200),
@@ -273,7 +252,7 @@ fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
                 };
             }
         },
-        (None, _, _) => canned(out, &c.get_only, 405),
+        (_, _) => canned(out, &c.get_only, 405),
     };
     count(core, head.route, status);
     if mode.closes() {
@@ -535,7 +514,7 @@ impl Conn {
         http10: bool,
     ) -> io::Result<bool> {
         let t_arrive = Instant::now();
-        let route = route_of(spec.api);
+        let route = Route::Gen(spec.api);
         let stats = core.stats();
         if core.inject_error() {
             core.canned.injected.push(&mut self.out, mode, false);
@@ -589,7 +568,7 @@ impl Conn {
         let t_gen = Instant::now();
         let (ttft, step) = (core.cfg.ttft, core.cfg.token_delay);
         if spec.stream {
-            let ctype = if spec.api.is_openai() { SSE } else { NDJSON };
+            let ctype = if spec.api.is_ollama() { NDJSON } else { SSE };
             let len = if chunked {
                 BodyLen::Chunked
             } else {
@@ -620,7 +599,7 @@ impl Conn {
             let t_end = Instant::now();
             let t_first = first_at.unwrap_or(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
-            let end_at = end_created_at(spec.api);
+            let end_at = created_at(spec.api);
             push_stream_end(
                 &mut self.out,
                 &mut self.scratch,
@@ -636,7 +615,7 @@ impl Conn {
             let t_end = Instant::now();
             let t_first = deadline(t_gen, ttft, step, 0).min(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
-            let end_at = end_created_at(spec.api);
+            let end_at = created_at(spec.api);
             render_full(&mut self.scratch, &spec, &stamp, &end_at, &timings);
             push_response(&mut self.out, 200, JSON, &self.scratch, mode, "", false);
             count(core, route, 200);
@@ -646,11 +625,12 @@ impl Conn {
     }
 }
 
-fn end_created_at(api: Api) -> String {
-    if api.is_openai() {
-        String::new()
-    } else {
+/// Ollama's `created_at` for now (RFC 3339, nanoseconds); OpenAI objects carry none.
+fn created_at(api: Api) -> String {
+    if api.is_ollama() {
         humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    } else {
+        String::new()
     }
 }
 
