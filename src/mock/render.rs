@@ -88,24 +88,9 @@ fn push_hex(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.push(b"0123456789abcdef"[(b >> 4) as usize]);
-                out.push(b"0123456789abcdef"[(b & 15) as usize]);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
 pub(crate) fn json_error(msg: &str) -> Vec<u8> {
@@ -658,6 +643,15 @@ mod tests {
         v.push(b' ');
         push_hex(&mut v, 0x1a2b);
         assert_eq!(v, b"0 18446744073709551615 1a2b");
+    }
+
+    #[test]
+    fn json_strings_round_trip() {
+        let s = "q\"b\\n\n\u{1}\u{7f}é";
+        let v: String = serde_json::from_slice(&json_str(s)).unwrap();
+        assert_eq!(v, s);
+        let e: serde_json::Value = serde_json::from_slice(&json_error(s)).unwrap();
+        assert_eq!(e["error"], s);
     }
 
     #[test]
