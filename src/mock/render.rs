@@ -1,6 +1,8 @@
 //! Byte-level rendering of responses. Everything that does not depend on the request is
 //! rendered once at start (`Canned`); per-request pieces are appended to reusable buffers.
 
+use std::time::SystemTime;
+
 use super::api::GenSpec;
 use super::stats::{totals, CoreStats};
 use super::MockConfig;
@@ -360,6 +362,15 @@ pub(crate) struct Stamp {
     pub id: String,
     /// The model name as a JSON string, escaped once for every chunk.
     pub model_json: Vec<u8>,
+}
+
+/// Ollama's `created_at` for now (RFC 3339, nanoseconds); OpenAI objects carry none.
+pub(crate) fn created_at(api: Api) -> String {
+    if api.is_ollama() {
+        humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    } else {
+        String::new()
+    }
 }
 
 pub(crate) fn json_str(s: &str) -> Vec<u8> {

@@ -5,8 +5,11 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
 use crate::llm::Api;
 use crate::rt::sync::Doorbell;
@@ -164,6 +167,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
     /// Ask every core to stop.
     pub(crate) fn stop_all(&self) {
         self.stop.store(true, Relaxed);
@@ -279,6 +286,80 @@ impl Waiters {
         for w in ready {
             w.wake();
         }
+    }
+}
+
+/// A `--parallel` ticket. Awaiting it waits for its turn; dropping it gives the slot back
+/// (waking this core's next waiter), or leaves the unserved ticket to be released in its
+/// turn, however the request ends.
+pub(crate) struct Ticket<'a> {
+    shared: &'a Shared,
+    adm: &'a Admission,
+    /// The waiters of the core serving the request.
+    waiters: &'a Waiters,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl<'a> Ticket<'a> {
+    /// A place in the queue, or None when it is full (503).
+    pub(crate) fn take(
+        shared: &'a Shared,
+        adm: &'a Admission,
+        waiters: &'a Waiters,
+    ) -> Option<Ticket<'a>> {
+        let ticket = adm.try_enter()?;
+        Some(Ticket {
+            shared,
+            adm,
+            waiters,
+            ticket,
+            admitted: false,
+        })
+    }
+
+    /// Whether the ticket may generate now, without waiting.
+    pub(crate) fn admit_now(&mut self) -> bool {
+        self.admitted = self.admitted || self.adm.may_run(self.ticket);
+        self.admitted
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "mock server stopping")
+}
+
+impl Future for Ticket<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shared.stopping() {
+            return Poll::Ready(Err(stopped()));
+        }
+        if self.admit_now() {
+            self.waiters.map.borrow_mut().remove(&self.ticket);
+            return Poll::Ready(Ok(()));
+        }
+        self.waiters
+            .map
+            .borrow_mut()
+            .insert(self.ticket, Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let (shared, waiters) = (self.shared, self.waiters);
+        if self.admitted {
+            self.adm.release();
+            // This core's waiters at once, the other cores' through their doorbells.
+            waiters.wake_ready(shared, false);
+            shared.ring_all();
+            return;
+        }
+        waiters.map.borrow_mut().insert(self.ticket, None);
+        waiters.wake_ready(shared, shared.stopping());
     }
 }
 
