@@ -14,6 +14,7 @@ pub mod llm;
 pub mod mock;
 pub mod plan;
 pub mod report;
+pub mod rng;
 pub mod rt;
 pub mod scenario;
 pub mod schedule;

@@ -23,6 +23,8 @@ use std::time::Duration;
 
 use serde::{Serialize, Serializer};
 
+use crate::rng::SplitMix64;
+
 /// Chaos holds shorter than this would make the rate curve (and the count of sends due) cost more
 /// to walk than the sends it drives.
 pub const MIN_CHAOS_HOLD: Duration = Duration::from_millis(1);
@@ -308,46 +310,8 @@ pub fn shard_share(total: u64, shard: usize, shards: usize) -> u64 {
 // ---------------------------------------------------------------------------------------------
 // PRNG
 
-/// SplitMix64: tiny, seedable, good enough for arrival jitter and chaos rates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct SplitMix64(u64);
-
 const SHARD_SALT: u64 = 0x5348_4152_4453_414c; // "SHARDSAL"
 const CHAOS_SALT: u64 = 0x4348_414f_5353_414c; // "CHAOSSAL"
-
-fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
-impl SplitMix64 {
-    fn new(seed: u64, salt: u64) -> Self {
-        // Hashing (rather than offsetting) the start state keeps streams of different shards from
-        // being shifted copies of each other.
-        SplitMix64(mix64(seed ^ mix64(salt)))
-    }
-
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix64(self.0)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform in [0, n) (0 when n is 0).
-    fn below(&mut self, n: u64) -> u64 {
-        ((u128::from(self.next_u64()) * u128::from(n)) >> 64) as u64
-    }
-
-    /// Exp(1); finite because 1 - unit() is in (0, 1].
-    fn exp(&mut self) -> f64 {
-        -(-self.unit()).ln_1p()
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Chaos rate curve

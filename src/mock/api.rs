@@ -6,11 +6,35 @@ use std::fmt;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 
-use super::render::{Api, GenSpec};
+use crate::llm::Api;
 
 /// Longest answer (per request and for --tokens): a non-streaming body is built in
 /// memory, so its size must stay bounded.
 pub const MAX_TOKENS: u32 = 1 << 20;
+
+/// What a generation request asked for, owned so the read buffer can move on.
+#[derive(Debug)]
+pub(crate) struct GenSpec {
+    pub api: Api,
+    pub model: String,
+    pub stream: bool,
+    pub tokens: u32,
+    /// The request capped the length (num_predict / max_tokens): finish reason "length".
+    pub limited: bool,
+    pub prompt_tokens: u64,
+    pub include_usage: bool,
+}
+
+impl GenSpec {
+    /// Ollama's `done_reason`, OpenAI's `finish_reason`.
+    pub(crate) fn reason(&self) -> &'static str {
+        if self.limited {
+            "length"
+        } else {
+            "stop"
+        }
+    }
+}
 
 /// Total length of every string inside a JSON value: an estimate of the prompt size
 /// whatever shape `prompt` / `messages` take (string, array, content parts...).
@@ -129,10 +153,10 @@ pub(crate) fn parse_gen(
             return Err(Reject::UnknownModel(model));
         }
     }
-    let limit = if api.is_openai() {
-        b.max_completion_tokens.or(b.max_tokens)
-    } else {
+    let limit = if api.is_ollama() {
         b.options.and_then(|o| o.num_predict)
+    } else {
+        b.max_completion_tokens.or(b.max_tokens)
     };
     // Ollama's negative num_predict means "no limit": fall back to --tokens.
     let (tokens, limited) = match limit {
@@ -143,7 +167,8 @@ pub(crate) fn parse_gen(
     Ok(GenSpec {
         api,
         model,
-        stream: b.stream.unwrap_or(!api.is_openai()),
+        // Ollama streams unless told not to; OpenAI only when asked.
+        stream: b.stream.unwrap_or(api.is_ollama()),
         tokens,
         limited,
         prompt_tokens: text.div_ceil(4).max(1),
@@ -158,7 +183,7 @@ mod tests {
     #[test]
     fn parses_both_dialects() {
         let s = parse_gen(
-            Api::Generate,
+            Api::OllamaGenerate,
             br#"{"model":"llama3.2","prompt":"12345678","options":{"num_predict":5,"temperature":0.1}}"#,
             32,
             None,
@@ -169,7 +194,7 @@ mod tests {
             (5, true, true, 2)
         );
         let s = parse_gen(
-            Api::OaChat,
+            Api::OpenaiChat,
             br#"{"model":"m","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],
                 "stream":true,"stream_options":{"include_usage":true},"max_tokens":null}"#,
             32,
@@ -181,7 +206,7 @@ mod tests {
             (32, false, true, true)
         );
         let s = parse_gen(
-            Api::OaCompletion,
+            Api::OpenaiCompletions,
             br#"{"model":"m","prompt":["a","b"]}"#,
             3,
             None,
@@ -189,7 +214,7 @@ mod tests {
         .unwrap();
         assert!(!s.stream);
         let s = parse_gen(
-            Api::Chat,
+            Api::OllamaChat,
             br#"{"model":"m","options":{"num_predict":-1}}"#,
             7,
             None,
@@ -201,7 +226,8 @@ mod tests {
     #[test]
     fn rejects() {
         let models = ["llama3.2".to_string(), "qwen:7b".to_string()];
-        let p = |b: &str| parse_gen(Api::Chat, b.as_bytes(), 1, Some(&models)).map(|s| s.model);
+        let p =
+            |b: &str| parse_gen(Api::OllamaChat, b.as_bytes(), 1, Some(&models)).map(|s| s.model);
         assert_eq!(p(""), Err(Reject::MissingBody));
         assert!(matches!(p("{"), Err(Reject::BadJson(_))));
         assert!(matches!(

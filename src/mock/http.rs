@@ -208,7 +208,7 @@ mod tests {
     fn heads() {
         let req = "POST /api/generate?x=1 HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello";
         let h = head(req);
-        assert_eq!(h.route, Route::Generate);
+        assert_eq!(h.route, Route::Gen(crate::llm::Api::OllamaGenerate));
         assert_eq!(h.framing, Framing::Length(5));
         assert_eq!(h.mode, ConnMode::KeepAlive);
         assert_eq!(h.len, req.len() - 5);

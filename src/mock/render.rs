@@ -1,8 +1,12 @@
 //! Byte-level rendering of responses. Everything that does not depend on the request is
 //! rendered once at start (`Canned`); per-request pieces are appended to reusable buffers.
 
-use super::stats::{totals, CoreStats, ROUTE_LABELS};
+use std::time::SystemTime;
+
+use super::api::GenSpec;
+use super::stats::{totals, CoreStats};
 use super::MockConfig;
+use crate::llm::Api;
 
 /// The generated text cycles through these; none needs JSON escaping.
 pub(crate) const WORDS: [&str; 16] = [
@@ -86,24 +90,9 @@ fn push_hex(out: &mut Vec<u8>, mut n: usize) {
     out.extend_from_slice(&tmp[i..]);
 }
 
-pub(crate) fn push_json_str(out: &mut Vec<u8>, s: &str) {
-    out.push(b'"');
-    for &b in s.as_bytes() {
-        match b {
-            b'"' => out.extend_from_slice(b"\\\""),
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            0..=0x1f => {
-                out.extend_from_slice(b"\\u00");
-                out.push(b"0123456789abcdef"[(b >> 4) as usize]);
-                out.push(b"0123456789abcdef"[(b & 15) as usize]);
-            }
-            _ => out.push(b),
-        }
-    }
-    out.push(b'"');
+/// Appends `s` as a JSON string.
+fn push_json_str(out: &mut Vec<u8>, s: &str) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
 pub(crate) fn json_error(msg: &str) -> Vec<u8> {
@@ -335,7 +324,7 @@ pub(crate) fn metrics_body(cores: &[CoreStats]) -> Vec<u8> {
         let _ = writeln!(
             s,
             "mock_requests_total{{path=\"{}\",status=\"{status}\"}} {n}",
-            ROUTE_LABELS[*route]
+            route.label()
         );
     }
     let _ = write!(
@@ -363,44 +352,6 @@ pub(crate) fn push_metrics(
     push_response(out, 200, PROM, &metrics_body(cores), mode, "", head_only);
 }
 
-/// The four generation APIs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Api {
-    Generate,
-    Chat,
-    OaChat,
-    OaCompletion,
-}
-
-impl Api {
-    pub(crate) fn is_openai(self) -> bool {
-        matches!(self, Api::OaChat | Api::OaCompletion)
-    }
-}
-
-/// What a generation request asked for, owned so the read buffer can move on.
-#[derive(Debug)]
-pub(crate) struct GenSpec {
-    pub api: Api,
-    pub model: String,
-    pub stream: bool,
-    pub tokens: u32,
-    /// The request capped the length (num_predict / max_tokens): finish reason "length".
-    pub limited: bool,
-    pub prompt_tokens: u64,
-    pub include_usage: bool,
-}
-
-impl GenSpec {
-    fn reason(&self) -> &'static str {
-        if self.limited {
-            "length"
-        } else {
-            "stop"
-        }
-    }
-}
-
 /// Per-request identity stamped on every chunk.
 pub(crate) struct Stamp {
     /// Ollama `created_at` (RFC 3339, nanoseconds).
@@ -411,6 +362,15 @@ pub(crate) struct Stamp {
     pub id: String,
     /// The model name as a JSON string, escaped once for every chunk.
     pub model_json: Vec<u8>,
+}
+
+/// Ollama's `created_at` for now (RFC 3339, nanoseconds); OpenAI objects carry none.
+pub(crate) fn created_at(api: Api) -> String {
+    if api.is_ollama() {
+        humantime::format_rfc3339_nanos(SystemTime::now()).to_string()
+    } else {
+        String::new()
+    }
 }
 
 pub(crate) fn json_str(s: &str) -> Vec<u8> {
@@ -450,7 +410,7 @@ fn ollama_prefix(v: &mut Vec<u8>, stamp: &Stamp, created_at: &str) {
 
 fn chunk_object(spec: &GenSpec) -> &'static str {
     match spec.api {
-        Api::OaChat => "chat.completion.chunk",
+        Api::OpenaiChat => "chat.completion.chunk",
         _ => "text_completion",
     }
 }
@@ -472,19 +432,19 @@ pub(crate) fn render_tokens(
         let v = &mut *scratch;
         v.clear();
         match spec.api {
-            Api::Generate => {
+            Api::OllamaGenerate => {
                 ollama_prefix(v, stamp, &stamp.created_at);
                 v.extend_from_slice(b"\"response\":\"");
                 v.extend_from_slice(word.unwrap_or("").as_bytes());
                 v.extend_from_slice(b"\",\"done\":false}\n");
             }
-            Api::Chat => {
+            Api::OllamaChat => {
                 ollama_prefix(v, stamp, &stamp.created_at);
                 v.extend_from_slice(b"\"message\":{\"role\":\"assistant\",\"content\":\"");
                 v.extend_from_slice(word.unwrap_or("").as_bytes());
                 v.extend_from_slice(b"\"},\"done\":false}\n");
             }
-            Api::OaChat => {
+            Api::OpenaiChat => {
                 v.extend_from_slice(b"data: ");
                 oa_prefix(v, stamp, chunk_object(spec));
                 v.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":{");
@@ -497,7 +457,7 @@ pub(crate) fn render_tokens(
                 }
                 v.extend_from_slice(b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
             }
-            Api::OaCompletion => {
+            Api::OpenaiCompletions => {
                 v.extend_from_slice(b"data: ");
                 oa_prefix(v, stamp, chunk_object(spec));
                 v.extend_from_slice(b"\"choices\":[{\"index\":0,\"text\":\"");
@@ -507,7 +467,7 @@ pub(crate) fn render_tokens(
         }
         push_chunk(tok, v, chunked);
     };
-    if spec.api == Api::OaChat {
+    if spec.api == Api::OpenaiChat {
         one(tok, None);
     }
     offs.push(tok.len());
@@ -566,24 +526,24 @@ pub(crate) fn push_stream_end(
     let v = scratch;
     v.clear();
     match spec.api {
-        Api::Generate => {
+        Api::OllamaGenerate => {
             ollama_prefix(v, stamp, end_created_at);
             v.extend_from_slice(b"\"response\":\"\",");
             push_ollama_stats(v, spec, t);
             v.push(b'\n');
             push_chunk(out, v, chunked);
         }
-        Api::Chat => {
+        Api::OllamaChat => {
             ollama_prefix(v, stamp, end_created_at);
             v.extend_from_slice(b"\"message\":{\"role\":\"assistant\",\"content\":\"\"},");
             push_ollama_stats(v, spec, t);
             v.push(b'\n');
             push_chunk(out, v, chunked);
         }
-        Api::OaChat | Api::OaCompletion => {
+        Api::OpenaiChat | Api::OpenaiCompletions => {
             v.extend_from_slice(b"data: ");
             oa_prefix(v, stamp, chunk_object(spec));
-            if spec.api == Api::OaChat {
+            if spec.api == Api::OpenaiChat {
                 v.extend_from_slice(b"\"choices\":[{\"index\":0,\"delta\":{},");
             } else {
                 v.extend_from_slice(b"\"choices\":[{\"index\":0,\"text\":\"\",");
@@ -621,21 +581,21 @@ pub(crate) fn render_full(
 ) {
     v.clear();
     match spec.api {
-        Api::Generate => {
+        Api::OllamaGenerate => {
             ollama_prefix(v, stamp, end_created_at);
             v.extend_from_slice(b"\"response\":\"");
             push_text(v, spec.tokens);
             v.extend_from_slice(b"\",");
             push_ollama_stats(v, spec, t);
         }
-        Api::Chat => {
+        Api::OllamaChat => {
             ollama_prefix(v, stamp, end_created_at);
             v.extend_from_slice(b"\"message\":{\"role\":\"assistant\",\"content\":\"");
             push_text(v, spec.tokens);
             v.extend_from_slice(b"\"},");
             push_ollama_stats(v, spec, t);
         }
-        Api::OaChat => {
+        Api::OpenaiChat => {
             oa_prefix(v, stamp, "chat.completion");
             v.extend_from_slice(
                 b"\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"",
@@ -647,7 +607,7 @@ pub(crate) fn render_full(
             push_usage(v, spec);
             v.push(b'}');
         }
-        Api::OaCompletion => {
+        Api::OpenaiCompletions => {
             oa_prefix(v, stamp, "text_completion");
             v.extend_from_slice(b"\"choices\":[{\"index\":0,\"text\":\"");
             push_text(v, spec.tokens);
@@ -697,8 +657,17 @@ mod tests {
     }
 
     #[test]
+    fn json_strings_round_trip() {
+        let s = "q\"b\\n\n\u{1}\u{7f}é";
+        let v: String = serde_json::from_slice(&json_str(s)).unwrap();
+        assert_eq!(v, s);
+        let e: serde_json::Value = serde_json::from_slice(&json_error(s)).unwrap();
+        assert_eq!(e["error"], s);
+    }
+
+    #[test]
     fn every_rendered_token_is_valid_json() {
-        for api in [Api::Generate, Api::Chat, Api::OaChat, Api::OaCompletion] {
+        for api in Api::ALL {
             let (mut tok, mut offs, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
             render_tokens(
                 &mut tok,

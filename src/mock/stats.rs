@@ -5,9 +5,13 @@
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 
+use crate::llm::Api;
 use crate::rt::sync::Doorbell;
 
 /// Routes get a fixed label set so `/metrics` cardinality stays bounded whatever the
@@ -17,46 +21,60 @@ pub(crate) enum Route {
     Root,
     Version,
     Tags,
-    Generate,
-    Chat,
-    OaChat,
-    OaCompletions,
+    /// A generation API, served at its `Api::default_path`.
+    Gen(Api),
     OaModels,
     Metrics,
     Other,
 }
 
-pub(crate) const ROUTE_LABELS: [&str; 10] = [
-    "/",
-    "/api/version",
-    "/api/tags",
-    "/api/generate",
-    "/api/chat",
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/models",
-    "/metrics",
-    "other",
-];
-
 impl Route {
+    /// Every route, in `index` order (the order of the `/metrics` lines).
+    pub(crate) const ALL: [Route; 10] = [
+        Route::Root,
+        Route::Version,
+        Route::Tags,
+        Route::Gen(Api::OllamaGenerate),
+        Route::Gen(Api::OllamaChat),
+        Route::Gen(Api::OpenaiChat),
+        Route::Gen(Api::OpenaiCompletions),
+        Route::OaModels,
+        Route::Metrics,
+        Route::Other,
+    ];
+
     pub(crate) fn from_path(path: &str) -> Route {
-        match path {
-            "/" => Route::Root,
-            "/api/version" => Route::Version,
-            "/api/tags" => Route::Tags,
-            "/api/generate" => Route::Generate,
-            "/api/chat" => Route::Chat,
-            "/v1/chat/completions" => Route::OaChat,
-            "/v1/completions" => Route::OaCompletions,
-            "/v1/models" => Route::OaModels,
-            "/metrics" => Route::Metrics,
-            _ => Route::Other,
+        // Every route but `Other` is served at its label.
+        Route::ALL
+            .into_iter()
+            .find(|&r| r != Route::Other && r.label() == path)
+            .unwrap_or(Route::Other)
+    }
+
+    /// The `path` label in `/metrics`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Route::Root => "/",
+            Route::Version => "/api/version",
+            Route::Tags => "/api/tags",
+            Route::Gen(api) => api.default_path(),
+            Route::OaModels => "/v1/models",
+            Route::Metrics => "/metrics",
+            Route::Other => "other",
         }
     }
 
     fn index(self) -> usize {
-        self as usize
+        match self {
+            Route::Root => 0,
+            Route::Version => 1,
+            Route::Tags => 2,
+            // `Api::ALL` order.
+            Route::Gen(api) => 3 + api as usize,
+            Route::OaModels => 7,
+            Route::Metrics => 8,
+            Route::Other => 9,
+        }
     }
 }
 
@@ -74,7 +92,7 @@ fn status_index(status: u16) -> usize {
 #[repr(align(128))]
 #[derive(Default)]
 pub(crate) struct CoreStats {
-    requests: [[AtomicU64; STATUSES.len()]; ROUTE_LABELS.len()],
+    requests: [[AtomicU64; STATUSES.len()]; Route::ALL.len()],
     tokens: AtomicU64,
     in_flight: AtomicU64,
     waiting: AtomicU64,
@@ -113,7 +131,7 @@ impl CoreStats {
 
 /// Sums over all cores, for `/metrics`.
 pub(crate) struct Totals {
-    pub requests: Vec<(usize, u16, u64)>,
+    pub requests: Vec<(Route, u16, u64)>,
     pub tokens: u64,
     pub in_flight: u64,
     pub waiting: u64,
@@ -121,11 +139,12 @@ pub(crate) struct Totals {
 
 pub(crate) fn totals(cores: &[CoreStats]) -> Totals {
     let mut requests = Vec::new();
-    for r in 0..ROUTE_LABELS.len() {
+    for route in Route::ALL {
+        let r = route.index();
         for (s, &status) in STATUSES.iter().enumerate() {
             let n: u64 = cores.iter().map(|c| c.requests[r][s].load(Relaxed)).sum();
             if n > 0 {
-                requests.push((r, status, n));
+                requests.push((route, status, n));
             }
         }
     }
@@ -148,6 +167,10 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    pub(crate) fn stopping(&self) -> bool {
+        self.stop.load(Relaxed)
+    }
+
     /// Ask every core to stop.
     pub(crate) fn stop_all(&self) {
         self.stop.store(true, Relaxed);
@@ -266,9 +289,97 @@ impl Waiters {
     }
 }
 
+/// A `--parallel` ticket. Awaiting it waits for its turn; dropping it gives the slot back
+/// (waking this core's next waiter), or leaves the unserved ticket to be released in its
+/// turn, however the request ends.
+pub(crate) struct Ticket<'a> {
+    shared: &'a Shared,
+    adm: &'a Admission,
+    /// The waiters of the core serving the request.
+    waiters: &'a Waiters,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl<'a> Ticket<'a> {
+    /// A place in the queue, or None when it is full (503).
+    pub(crate) fn take(
+        shared: &'a Shared,
+        adm: &'a Admission,
+        waiters: &'a Waiters,
+    ) -> Option<Ticket<'a>> {
+        let ticket = adm.try_enter()?;
+        Some(Ticket {
+            shared,
+            adm,
+            waiters,
+            ticket,
+            admitted: false,
+        })
+    }
+
+    /// Whether the ticket may generate now, without waiting.
+    pub(crate) fn admit_now(&mut self) -> bool {
+        self.admitted = self.admitted || self.adm.may_run(self.ticket);
+        self.admitted
+    }
+}
+
+fn stopped() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "mock server stopping")
+}
+
+impl Future for Ticket<'_> {
+    type Output = io::Result<()>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.shared.stopping() {
+            return Poll::Ready(Err(stopped()));
+        }
+        if self.admit_now() {
+            self.waiters.map.borrow_mut().remove(&self.ticket);
+            return Poll::Ready(Ok(()));
+        }
+        self.waiters
+            .map
+            .borrow_mut()
+            .insert(self.ticket, Some(cx.waker().clone()));
+        Poll::Pending
+    }
+}
+
+impl Drop for Ticket<'_> {
+    fn drop(&mut self) {
+        let (shared, waiters) = (self.shared, self.waiters);
+        if self.admitted {
+            self.adm.release();
+            // This core's waiters at once, the other cores' through their doorbells.
+            waiters.wake_ready(shared, false);
+            shared.ring_all();
+            return;
+        }
+        waiters.map.borrow_mut().insert(self.ticket, None);
+        waiters.wake_ready(shared, shared.stopping());
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn routes_index_label_and_path() {
+        for (i, r) in Route::ALL.into_iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+        }
+        for api in Api::ALL {
+            assert_eq!(Route::from_path(api.default_path()), Route::Gen(api));
+        }
+        assert_eq!(Route::from_path("/metrics"), Route::Metrics);
+        assert_eq!(Route::from_path("/"), Route::Root);
+        assert_eq!(Route::from_path("other"), Route::Other);
+        assert_eq!(Route::from_path("/api/generate/"), Route::Other);
+    }
 
     #[test]
     fn admission_is_fifo_and_bounded() {
@@ -287,15 +398,16 @@ mod tests {
     #[test]
     fn totals_sum_cores() {
         let cores: Vec<CoreStats> = (0..3).map(|_| CoreStats::default()).collect();
-        cores[0].count(Route::Generate, 200);
-        cores[2].count(Route::Generate, 200);
+        let gen = Route::Gen(Api::OllamaGenerate);
+        cores[0].count(gen, 200);
+        cores[2].count(gen, 200);
         cores[1].count(Route::Other, 404);
         cores[1].add_tokens(5);
         cores[2].gauge_in_flight(true);
         let t = totals(&cores);
         assert_eq!(t.tokens, 5);
         assert_eq!(t.in_flight, 1);
-        assert!(t.requests.contains(&(Route::Generate as usize, 200, 2)));
-        assert!(t.requests.contains(&(Route::Other as usize, 404, 1)));
+        assert!(t.requests.contains(&(gen, 200, 2)));
+        assert!(t.requests.contains(&(Route::Other, 404, 1)));
     }
 }

@@ -3,6 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -910,7 +912,12 @@ fn args_validation() {
     assert!(err(&["--parallel", "0"]).contains("--parallel"));
     assert!(err(&["--max-queue", "3"]).contains("--parallel"));
     assert!(err(&["--listen", "nowhere"]).contains("--listen"));
-    assert!(err(&["--ttft", "soon"]).contains("--ttft"));
+    let ttft = err(&["--ttft", "soon"]);
+    assert!(
+        ttft.starts_with("--ttft: ") && ttft.contains("\"soon\""),
+        "{ttft}"
+    );
+    assert!(!ttft.contains('\n'), "one line: {ttft}");
     assert!(err(&["--token-delay", "5"]).contains("--token-delay"));
     assert!(err(&["--cores", "4"]).contains("3 CPUs"));
     assert!(err(&["--cores", "0"]).contains("--cores"));
