@@ -716,7 +716,7 @@ class Bench:
         self.emit()
         self.emit(f"{conns} connections, {d} s, a fixed schedule; latency counted from each "
                   "request's intended send time (blast; oha with `--latency-correction`; wrk2 "
-                  "by construction). blast runs at its default `--slack` (200us) and with "
+                  "by construction). blast runs at its default `--slack` (150us) and with "
                   "`--slack 1ms`; wrk2 sends on 1 ms ticks.")
         self.emit()
         rows = []

@@ -159,7 +159,7 @@ pub struct RunArgs {
 
     /// How late a send may be so that sends and responses are handled in batches, one
     /// wake-up for many (CPU per request falls as it grows); 0 wakes for each. Latency is
-    /// still measured from the intended send time to the response's arrival. Default 200us.
+    /// still measured from the intended send time to the response's arrival. Default 150us.
     #[arg(long, value_name = "D", help_heading = "Open loop")]
     pub slack: Option<String>,
 

@@ -27,7 +27,7 @@ const DEFAULT_MODEL: &str = "llama3.2";
 
 /// `--slack` unless given: enough to batch at tens of thousands of requests per second
 /// while send lag p99 stays within 250 us.
-pub const DEFAULT_SLACK: Duration = Duration::from_micros(200);
+pub const DEFAULT_SLACK: Duration = Duration::from_micros(150);
 /// A larger slack would make a schedule meaningless at the rates it is for.
 const MAX_SLACK: Duration = Duration::from_millis(10);
 const DEFAULT_PROMPTS: &str = "short";
@@ -1086,7 +1086,7 @@ mod tests {
                 "slack"
             ]
         );
-        assert_eq!(doc["slack"], 0.0002, "the default slack of an open loop");
+        assert_eq!(doc["slack"], 0.00015, "the default slack of an open loop");
         assert_eq!(doc["requests"], 8);
         assert_eq!(doc["duration_s"], 2.0);
         assert_eq!(doc["cores"], 4);

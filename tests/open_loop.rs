@@ -231,7 +231,7 @@ fn slack_batches_without_losing_a_request() {
     }
     // The default applies to open loops only.
     let doc = run_on_schedule(&["--rate", "100", "--duration", "1s"]);
-    assert_eq!(float(&doc, "config.slack"), 0.0002, "default slack");
+    assert_eq!(float(&doc, "config.slack"), 0.00015, "default slack");
 }
 
 /// Responses read late on purpose are timed by their arrival: the server answers at once,
