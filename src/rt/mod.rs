@@ -95,6 +95,16 @@ fn with_core<R>(f: impl FnOnce(&Core) -> R) -> R {
     })
 }
 
+/// `f` on the current thread's executor, if one is running.
+fn if_running(f: impl FnOnce(&Core)) {
+    CURRENT.with(|c| {
+        // SAFETY: as in `with_core`.
+        if let Some(core) = unsafe { c.get().as_ref() } {
+            f(core)
+        }
+    })
+}
+
 /// A thread's executor, created on the thread that runs it.
 pub struct Runtime {
     core: Core,

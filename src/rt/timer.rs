@@ -149,8 +149,9 @@ impl Future for Sleep {
 
 impl Drop for Sleep {
     fn drop(&mut self) {
+        // Outside the runtime (a panic unwinding past it) there is no timer left to cancel.
         if let Some(slot) = self.queued {
-            super::with_core(|c| c.poller.timers.cancel(slot));
+            super::if_running(|c| c.poller.timers.cancel(slot));
         }
     }
 }
