@@ -242,7 +242,14 @@ fn slack_batches_without_losing_a_request() {
 #[test]
 fn late_reads_are_timed_by_arrival() {
     let doc = run_on_schedule(&["--rate", "300", "--duration", "1s", "--slack", "10ms"]);
-    assert_all_ok(&doc, 300);
+    // On a starved machine a few sends may come too late to go (they are counted missed);
+    // what went is all answered and on the server's count (run_on_schedule checks that).
+    assert_eq!(
+        num(&doc, "requests.sent") + num(&doc, "open_loop.missed"),
+        300,
+        "sent + missed"
+    );
+    assert_eq!(num(&doc, "requests.ok"), num(&doc, "requests.sent"), "ok");
     let p50 = num(&doc, "latency_uncorrected_us.p50");
     assert!(
         p50 < 2_500,

@@ -748,14 +748,17 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
+            // Answer only once the client stamps arrivals (bytes that came before are not).
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
             s.write_all(b"now").unwrap();
             // Keep the connection open until the client has read.
-            let mut b = [0u8; 1];
             let _ = s.read(&mut b);
         });
         let (n, age) = run(async move {
             let mut s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
             s.stamp_arrivals().unwrap();
+            s.write_all(b"?").await.unwrap();
             s.readable().await;
             // Read well after the bytes came: the stamp is their arrival, not the read.
             std::thread::sleep(Duration::from_millis(30));
