@@ -101,8 +101,17 @@ impl LlmTracker {
             now,
         }) {
             StreamEnd::Complete => {}
-            StreamEnd::Truncated => return Err(ErrorKind::Truncated),
-            StreamEnd::Error(_) => return Err(ErrorKind::Stream),
+            StreamEnd::Truncated => {
+                counters.record_error_message(
+                    ErrorKind::Truncated,
+                    &"the body ended before the stream said it was done",
+                );
+                return Err(ErrorKind::Truncated);
+            }
+            StreamEnd::Error(e) => {
+                counters.record_error_message(ErrorKind::Stream, &e);
+                return Err(ErrorKind::Stream);
+            }
         }
         let r = &self.r;
         let base = r.base.unwrap_or(now);

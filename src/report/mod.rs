@@ -107,6 +107,8 @@ pub struct Report {
     pub requests: Requests,
     pub status: BTreeMap<String, u64>,
     pub errors: BTreeMap<&'static str, u64>,
+    /// The first few distinct messages of each error kind that occurred.
+    pub error_messages: BTreeMap<&'static str, Vec<String>>,
     pub latency_us: Summary,
     /// Other distributions of the run (`latency_uncorrected_us`, `send_lag_us`, `ttft_us`, ...),
     /// in the order of `Metric::ALL`.
@@ -167,6 +169,12 @@ impl Report {
             .iter()
             .map(|k| (k.name(), totals.error(*k)))
             .collect();
+        let error_messages = ErrorKind::ALL
+            .iter()
+            .map(|k| (k.name(), totals.messages.of(*k)))
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(k, m)| (k, m.iter().map(|m| m.to_string()).collect()))
+            .collect();
         let mut distributions = Vec::new();
         let mut histograms = BTreeMap::new();
         if let Some(hists) = &agg.hists {
@@ -191,6 +199,7 @@ impl Report {
             },
             status,
             errors,
+            error_messages,
             latency_us: agg.summary(Metric::Latency).unwrap_or_default(),
             distributions,
             transfer: Transfer {

@@ -141,6 +141,9 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
             errors.join(", ")
         }
     )?;
+    for (kind, messages) in &r.error_messages {
+        writeln!(w, "                 {kind}: {}", messages.join("; "))?;
+    }
     writeln!(
         w,
         "  Connections    {} opened, {} reconnects",
