@@ -6,7 +6,15 @@ mod common;
 
 use common::doc::*;
 
-use common::{blast, blast_json, closed_port, Behaviour, TestServer};
+use std::io::{self, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Duration;
+
+use common::{
+    blast, blast_json, closed_port, parse_request, read_more, Acceptor, Behaviour, TestServer,
+};
 
 /// The messages of one error kind in the result document.
 fn messages(doc: &serde_json::Value, kind: &str) -> Vec<String> {
@@ -48,6 +56,176 @@ fn parse_errors_say_what_was_wrong() {
     // Kinds that did not occur have no entry.
     assert!(
         at(&doc, "error_messages").get("timeout").is_none(),
+        "{doc:#}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Servers written for these tests
+// ---------------------------------------------------------------------------------------
+
+/// Serve every request of a connection with `answer(stream)`, which writes the response.
+fn serve_each(
+    answer: impl Fn(&mut TcpStream) -> io::Result<()> + Send + Sync + 'static,
+) -> Acceptor {
+    Acceptor::start(move |mut stream, stop| {
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+        let _ = stream.set_nodelay(true);
+        let mut buf = Vec::new();
+        loop {
+            while let Ok(Some((_, used))) = parse_request(&buf) {
+                buf.drain(..used);
+                if answer(&mut stream).is_err() {
+                    return;
+                }
+            }
+            if !matches!(read_more(&mut stream, &mut buf, stop), Ok(true)) {
+                return;
+            }
+        }
+    })
+}
+
+fn url(acceptor: &Acceptor, path: &str) -> String {
+    format!("http://{}{path}", acceptor.addr())
+}
+
+/// A server that answers one request at a time over all its connections, each after
+/// `service`: it can do 1 / service requests per second, however many connections.
+fn one_at_a_time(service: Duration) -> Acceptor {
+    let lock = Arc::new(Mutex::new(()));
+    serve_each(move |stream| {
+        {
+            let _one = lock.lock().unwrap_or_else(|e| e.into_inner());
+            thread::sleep(service);
+        }
+        stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    })
+}
+
+fn warning_codes(doc: &serde_json::Value) -> Vec<String> {
+    at(doc, "warnings")
+        .as_array()
+        .expect("warnings is a list")
+        .iter()
+        .map(|w| {
+            assert!(!text(w, "message").is_empty(), "{w:#}");
+            text(w, "code").to_string()
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// What limited an open-loop run
+// ---------------------------------------------------------------------------------------
+
+/// A short run against a healthy server: nothing limited it and nothing is said, however
+/// late its first sends were.
+#[test]
+fn a_short_healthy_run_is_limited_by_nothing() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let args = [
+        &server.url("/")[..],
+        "--rate",
+        "50",
+        "--duration",
+        "1s",
+        "--cores",
+        "1",
+    ];
+    let (out, doc) = blast_json(&args);
+    assert_exit(&out, 0);
+    let open_loop = at(&doc, "open_loop");
+    assert_eq!(text(&doc, "open_loop.limited_by"), "none", "{open_loop:#}");
+    assert!(flag(&doc, "open_loop.kept_up"), "{open_loop:#}");
+    assert!(warning_codes(&doc).is_empty(), "{doc:#}");
+    let summary = String::from_utf8_lossy(&blast(&args).stdout).into_owned();
+    assert!(summary.contains("limited by none"), "{summary}");
+    assert!(!summary.contains("WARNING"), "{summary}");
+}
+
+/// A dead target at 1% CPU is the server's doing, not blast's: blast kept up.
+#[test]
+fn a_dead_target_limits_the_run_as_the_server() {
+    let url = format!("http://127.0.0.1:{}/", closed_port());
+    let args = [&url[..], "--rate", "50", "--duration", "1s", "--cores", "1"];
+    let (_, doc) = blast_json(&args);
+    let open_loop = at(&doc, "open_loop");
+    assert_eq!(
+        text(&doc, "open_loop.limited_by"),
+        "server",
+        "{open_loop:#}"
+    );
+    assert!(flag(&doc, "open_loop.kept_up"), "{open_loop:#}");
+    assert_eq!(warning_codes(&doc), ["limited_by_server"]);
+    let summary = String::from_utf8_lossy(&blast(&args).stdout).into_owned();
+    assert!(summary.contains("limited by server"), "{summary}");
+    assert!(summary.contains("WARNING"), "{summary}");
+}
+
+/// A server that can do 50 req/s offered 100: requests in flight grow, completions fall
+/// behind, blast is nearly idle and has connections to spare: the server is the limit.
+#[test]
+fn a_server_that_falls_behind_is_the_limit() {
+    let server = one_at_a_time(Duration::from_millis(20));
+    let (out, doc) = blast_json(&[
+        &url(&server, "/"),
+        "--rate",
+        "100",
+        "--duration",
+        "2s",
+        "--conns",
+        "200",
+        "--cores",
+        "1",
+        "--interval",
+        "250ms",
+    ]);
+    assert_exit(&out, 0);
+    let open_loop = at(&doc, "open_loop");
+    assert_eq!(
+        text(&doc, "open_loop.limited_by"),
+        "server",
+        "{open_loop:#}"
+    );
+    assert!(flag(&doc, "open_loop.kept_up"), "{open_loop:#}");
+    assert!(
+        warning_codes(&doc).contains(&"limited_by_server".to_string()),
+        "{doc:#}"
+    );
+}
+
+/// `--max-in-flight 2` against a server that takes 50 ms: blast cannot send 100 req/s,
+/// and says which option to raise.
+#[test]
+fn a_full_max_in_flight_names_the_option_to_raise() {
+    let server = TestServer::start(Behaviour::keep_alive().delay(Duration::from_millis(50)));
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--rate",
+        "100",
+        "--duration",
+        "1s",
+        "--conns",
+        "10",
+        "--max-in-flight",
+        "2",
+        "--cores",
+        "1",
+    ]);
+    let open_loop = at(&doc, "open_loop");
+    assert_eq!(
+        text(&doc, "open_loop.limited_by"),
+        "connections",
+        "{open_loop:#}"
+    );
+    assert!(!flag(&doc, "open_loop.kept_up"), "{open_loop:#}");
+    let warnings = at(&doc, "warnings").as_array().unwrap();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| text(w, "code") == "limited_by_connections"
+                && text(w, "message").contains("--max-in-flight")),
         "{doc:#}"
     );
 }
