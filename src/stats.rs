@@ -230,6 +230,10 @@ pub struct Counters {
     pub done_reasons: [u64; 3],
     /// LLM: responses that met every `--slo`.
     pub good: u64,
+    /// LLM, streaming: responses with enough token events to tell how they arrived, and
+    /// those of them that arrived in one piece (a buffering proxy).
+    pub timed_streams: u64,
+    pub buffered_streams: u64,
     /// The first few distinct messages of each error kind, to say what the counts mean.
     pub messages: ErrorMessages,
 }
@@ -257,6 +261,8 @@ impl Default for Counters {
             server_eval_ns: 0,
             done_reasons: [0; 3],
             good: 0,
+            timed_streams: 0,
+            buffered_streams: 0,
             messages: ErrorMessages::default(),
         }
     }
@@ -320,6 +326,8 @@ impl Counters {
             (&mut self.server_eval_tokens, other.server_eval_tokens),
             (&mut self.server_eval_ns, other.server_eval_ns),
             (&mut self.good, other.good),
+            (&mut self.timed_streams, other.timed_streams),
+            (&mut self.buffered_streams, other.buffered_streams),
         ];
         for (mine, theirs) in scalars {
             f(mine, theirs);

@@ -229,3 +229,92 @@ fn a_full_max_in_flight_names_the_option_to_raise() {
         "{doc:#}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// LLM streams: buffered, compressed
+// ---------------------------------------------------------------------------------------
+
+/// An Ollama generate stream of `tokens` token lines and its final object.
+fn ollama_stream(tokens: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    for i in 0..tokens {
+        body.extend_from_slice(
+            format!("{{\"response\":\"token{i} \",\"done\":false}}\n").as_bytes(),
+        );
+    }
+    body.extend_from_slice(
+        format!("{{\"response\":\"\",\"done\":true,\"done_reason\":\"stop\",\"eval_count\":{tokens}}}\n")
+            .as_bytes(),
+    );
+    body
+}
+
+/// Write `pieces` as chunks of a chunked 200 response, `gap` apart, under extra head `fields`.
+fn write_chunked(
+    stream: &mut TcpStream,
+    fields: &str,
+    pieces: &[&[u8]],
+    gap: Duration,
+) -> io::Result<()> {
+    stream.write_all(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n{fields}\
+             Transfer-Encoding: chunked\r\n\r\n"
+        )
+        .as_bytes(),
+    )?;
+    for piece in pieces {
+        thread::sleep(gap);
+        let mut chunk = format!("{:x}\r\n", piece.len()).into_bytes();
+        chunk.extend_from_slice(piece);
+        chunk.extend_from_slice(b"\r\n");
+        stream.write_all(&chunk)?;
+    }
+    stream.write_all(b"0\r\n\r\n")
+}
+
+fn llm_run(server: &Acceptor, extra: &[&str]) -> serde_json::Value {
+    let url = url(server, "/api/generate");
+    let mut args = vec![
+        &url[..],
+        "--api",
+        "ollama-generate",
+        "--requests",
+        "6",
+        "--conns",
+        "2",
+        "--cores",
+        "1",
+        "--timeout",
+        "5s",
+    ];
+    args.extend_from_slice(extra);
+    blast_json(&args).1
+}
+
+/// A proxy that buffers the stream: the server's 8 tokens arrive in one piece after 50 ms.
+/// TPOT would pass any `--slo tpot`; the report says why it means nothing.
+#[test]
+fn a_buffered_stream_is_called_out() {
+    let body = ollama_stream(8);
+    let server =
+        serve_each(move |stream| write_chunked(stream, "", &[&body], Duration::from_millis(50)));
+    let doc = llm_run(&server, &["--slo", "tpot=1ms"]);
+    assert_eq!(num(&doc, "requests.ok"), 6, "{doc:#}");
+    let warnings = at(&doc, "warnings").as_array().unwrap();
+    let buffered = warnings
+        .iter()
+        .find(|w| text(w, "code") == "buffered_stream")
+        .unwrap_or_else(|| panic!("no buffered_stream warning:\n{doc:#}"));
+    assert!(text(buffered, "message").contains("6 of 6"), "{buffered:#}");
+
+    // The same tokens paced 5 ms apart: streamed, nothing to say.
+    let body = ollama_stream(8);
+    let server = serve_each(move |stream| {
+        let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+        write_chunked(stream, "", &lines, Duration::from_millis(5))
+    });
+    let doc = llm_run(&server, &[]);
+    assert_eq!(num(&doc, "requests.ok"), 6, "{doc:#}");
+    assert!(warning_codes(&doc).is_empty(), "{doc:#}");
+}

@@ -17,6 +17,12 @@ pub(crate) struct LlmTracker {
     r: Response,
 }
 
+/// Token events needed to tell whether a stream arrived in one piece.
+const MIN_EVENTS_TO_TIME: u64 = 3;
+/// Token events arriving closer together than this on average were not streamed: no model
+/// generates that fast, a buffering proxy releasing a whole answer does.
+const BUFFERED_GAP: Duration = Duration::from_micros(100);
+
 /// What one response has shown so far.
 #[derive(Default)]
 struct Response {
@@ -132,6 +138,17 @@ impl LlmTracker {
         counters.prompt_tokens += fin.prompt_tokens.unwrap_or(0);
         if let Some(t) = ttft {
             hists.record(Metric::Ttft, t);
+        }
+        // A stream whose token events all came at once (a buffering proxy) has an ITL and
+        // a TPOT that say nothing: count it, so that the report can say so.
+        if let (true, Some(first), Some(last)) = (self.plan.stream, r.first, r.last) {
+            if r.events >= MIN_EVENTS_TO_TIME {
+                counters.timed_streams += 1;
+                let gaps = (r.events - 1).min(u32::MAX as u64) as u32;
+                if last - first < BUFFERED_GAP * gaps {
+                    counters.buffered_streams += 1;
+                }
+            }
         }
         let tpot = tpot(e2e, ttft, tokens);
         if let Some(t) = tpot {
@@ -290,6 +307,38 @@ mod tests {
         p50_is(Metric::Tpot, 10_000);
         p50_is(Metric::ServerQueue, 40_000);
         assert_eq!(h.get(Metric::Itl).unwrap().len(), 2);
+    }
+
+    /// One streamed Ollama response of `n` tokens, with its final object.
+    fn ollama_body(n: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        for i in 0..n {
+            body.extend_from_slice(
+                format!("{{\"response\":\"t{i}\",\"done\":false}}\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"{\"response\":\"\",\"done\":true,\"eval_count\":3}\n");
+        body
+    }
+
+    /// Issue 12: a stream whose tokens all arrive at once (a buffering proxy) is counted as
+    /// buffered; one paced by the server is not.
+    #[test]
+    fn streams_that_arrive_in_one_piece_are_counted_as_buffered() {
+        let (mut c, mut h) = (Counters::default(), Hists::new(&Metric::ALL));
+        let mut t = tracker();
+        let body = ollama_body(3);
+        let at_once: &[(u64, &[u8])] = &[(200, &body)];
+        assert_eq!(respond(&mut t, (&mut c, &mut h), 200, 0, at_once), Ok(()));
+        assert_eq!((c.timed_streams, c.buffered_streams), (1, 1));
+        let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+        let paced: Vec<(u64, &[u8])> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (20 + 10 * i as u64, *l))
+            .collect();
+        assert_eq!(respond(&mut t, (&mut c, &mut h), 200, 0, &paced), Ok(()));
+        assert_eq!((c.timed_streams, c.buffered_streams), (2, 1));
     }
 
     #[test]

@@ -370,6 +370,9 @@ impl Report {
                 message: format!("the run was limited by {}", o.why),
             });
         }
+        if plan.llm.is_some() {
+            llm_warnings(&totals, &mut warnings);
+        }
         Report {
             tool: "blast",
             version: env!("CARGO_PKG_VERSION"),
@@ -436,6 +439,22 @@ impl Report {
             histograms,
             config: Arc::clone(plan),
         }
+    }
+}
+
+/// What the LLM figures alone do not say.
+fn llm_warnings(totals: &crate::stats::Counters, warnings: &mut Vec<Warning>) {
+    let (buffered, timed) = (totals.buffered_streams, totals.timed_streams);
+    if buffered > 0 && buffered * 2 > timed {
+        warnings.push(Warning {
+            code: "buffered_stream",
+            message: format!(
+                "{buffered} of {timed} streamed responses arrived in one piece (their tokens \
+                 at once, the first close to the end): something between blast and the \
+                 server (a proxy?) buffers the stream, so ITL and TPOT, and a --slo tpot, \
+                 say nothing about the server"
+            ),
+        });
     }
 }
 
