@@ -234,6 +234,8 @@ pub struct Counters {
     /// those of them that arrived in one piece (a buffering proxy).
     pub timed_streams: u64,
     pub buffered_streams: u64,
+    /// LLM: 2xx responses whose Content-Encoding blast cannot decode.
+    pub undecodable: u64,
     /// The first few distinct messages of each error kind, to say what the counts mean.
     pub messages: ErrorMessages,
 }
@@ -263,6 +265,7 @@ impl Default for Counters {
             good: 0,
             timed_streams: 0,
             buffered_streams: 0,
+            undecodable: 0,
             messages: ErrorMessages::default(),
         }
     }
@@ -328,6 +331,7 @@ impl Counters {
             (&mut self.good, other.good),
             (&mut self.timed_streams, other.timed_streams),
             (&mut self.buffered_streams, other.buffered_streams),
+            (&mut self.undecodable, other.undecodable),
         ];
         for (mine, theirs) in scalars {
             f(mine, theirs);

@@ -318,3 +318,61 @@ fn a_buffered_stream_is_called_out() {
     assert_eq!(num(&doc, "requests.ok"), 6, "{doc:#}");
     assert!(warning_codes(&doc).is_empty(), "{doc:#}");
 }
+
+/// Issue 12: behind a gzip-enabled proxy, `-H 'Accept-Encoding: gzip'` gets a gzip stream,
+/// flushed event by event; blast decodes it, counts its tokens, and counts the compressed
+/// bytes as read.
+#[test]
+fn gzip_streams_are_decoded_and_counted_on_the_wire() {
+    use flate2::write::GzEncoder;
+    use flate2::Compression;
+    let body = ollama_stream(40);
+    let server = serve_each(move |stream| {
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        let mut pieces = Vec::new();
+        for line in body.split_inclusive(|&b| b == b'\n') {
+            gz.write_all(line)?;
+            gz.flush()?;
+            pieces.push(std::mem::take(gz.get_mut()));
+        }
+        pieces.push(gz.finish()?);
+        let pieces: Vec<&[u8]> = pieces.iter().map(|p| &p[..]).collect();
+        write_chunked(
+            stream,
+            "Content-Encoding: gzip\r\n",
+            &pieces,
+            Duration::ZERO,
+        )
+    });
+    let doc = llm_run(&server, &["-H", "Accept-Encoding: gzip"]);
+    assert_no_errors(&doc);
+    assert_eq!(num(&doc, "requests.ok"), 6, "{doc:#}");
+    assert_eq!(num(&doc, "tokens.output"), 6 * 40, "{doc:#}");
+    // The wire carried less than the decompressed streams.
+    let plain = 6 * ollama_stream(40).len() as u64;
+    assert!(num(&doc, "transfer.bytes_read") < plain, "{doc:#}");
+}
+
+/// A coding blast cannot decode fails the stream with a message and a warning naming it.
+#[test]
+fn an_unknown_content_encoding_is_named() {
+    let server = serve_each(move |stream| {
+        write_chunked(
+            stream,
+            "Content-Encoding: br\r\n",
+            &[b"\x1b\x03\x00"],
+            Duration::ZERO,
+        )
+    });
+    let doc = llm_run(&server, &["-H", "Accept-Encoding: br"]);
+    assert_eq!(num(&doc, "errors.stream"), 6, "{doc:#}");
+    let stream = messages(&doc, "stream");
+    assert!(
+        stream.iter().any(|m| m.contains("Content-Encoding br")),
+        "{stream:?}"
+    );
+    assert!(
+        warning_codes(&doc).contains(&"undecoded_content_encoding".to_string()),
+        "{doc:#}"
+    );
+}

@@ -456,6 +456,17 @@ fn llm_warnings(totals: &crate::stats::Counters, warnings: &mut Vec<Warning>) {
             ),
         });
     }
+    if totals.undecodable > 0 {
+        warnings.push(Warning {
+            code: "undecoded_content_encoding",
+            message: format!(
+                "{} responses came in a Content-Encoding blast does not decode (see \
+                 error_messages.stream); ask for identity, gzip or deflate (drop or change \
+                 an Accept-Encoding header)",
+                totals.undecodable
+            ),
+        });
+    }
 }
 
 fn ser_pairs<S: serde::Serializer>(
