@@ -828,6 +828,10 @@ fn log_appends_one_json_line_per_run() {
         assert_eq!(float(&entry, "config.rate.rate"), rate);
         assert_eq!(num(&entry, "summary.requests.sent"), sent, "{entry}");
         assert!(entry.get("timeline").is_none() && entry.get("histograms").is_none());
+        // The verdict and its warnings too (issue 12).
+        let limited_by = at(&entry, "summary.open_loop.limited_by").as_str();
+        assert!(limited_by.is_some(), "{entry}");
+        assert!(at(&entry, "summary.warnings").is_array(), "{entry}");
     }
 }
 
