@@ -205,7 +205,7 @@ fn a_full_max_in_flight_names_the_option_to_raise() {
         "--rate",
         "100",
         "--duration",
-        "1s",
+        "2s",
         "--conns",
         "10",
         "--max-in-flight",

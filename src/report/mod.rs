@@ -123,8 +123,9 @@ const LAG_ALLOWANCE_US: u64 = 1_000;
 const MIN_LATE_SENDS: u64 = 10;
 /// The server's pace is judged only on this many sends in the second half of the window.
 const MIN_HALF_SENDS: u64 = 20;
-/// Average in-flight at this share of the capacity counts as all connections busy.
-const PINNED: f64 = 0.9;
+/// Average in-flight at this share of the capacity counts as all connections busy (the
+/// average over the whole run includes its start and its drain, when fewer are busy).
+const PINNED: f64 = 0.8;
 
 /// Name what limited the run, and say why, from the most to the least direct evidence.
 pub fn verdict(e: &Evidence) -> (Limit, String) {
