@@ -56,6 +56,9 @@ pub struct Aggregator {
     prev_t: Duration,
     pub timeline: Vec<TimelineRow>,
     pub hists: Option<Hists>,
+    /// Open loop: send lag after the first interval (start-up: connects, first wake-ups
+    /// excluded), to judge whether blast kept to its schedule.
+    pub steady_send_lag: Option<hdrhistogram::Histogram<u64>>,
     /// Latest offset any shard reported from (its end, for the last snapshots).
     pub end: Duration,
 }
@@ -73,6 +76,7 @@ impl Aggregator {
             prev_t: Duration::ZERO,
             timeline: Vec::new(),
             hists: None,
+            steady_send_lag: None,
             end: Duration::ZERO,
         }
     }
@@ -93,6 +97,12 @@ impl Aggregator {
         match &mut self.hists {
             Some(h) => *h += &snap.hists,
             None => self.hists = Some(snap.hists.clone()),
+        }
+        if let Some(lag) = snap.hists.get(Metric::SendLag).filter(|_| snap.seq > 0) {
+            match &mut self.steady_send_lag {
+                Some(h) => h.add(lag).expect("identical bounds"),
+                None => self.steady_send_lag = Some(lag.clone()),
+            }
         }
         let p = self.pending.entry(snap.seq).or_default();
         p.cum += &snap.counters;

@@ -230,6 +230,14 @@ pub struct Counters {
     pub done_reasons: [u64; 3],
     /// LLM: responses that met every `--slo`.
     pub good: u64,
+    /// LLM, streaming: responses with enough token events to tell how they arrived, and
+    /// those of them that arrived in one piece (a buffering proxy).
+    pub timed_streams: u64,
+    pub buffered_streams: u64,
+    /// LLM: 2xx responses whose Content-Encoding blast cannot decode.
+    pub undecodable: u64,
+    /// The first few distinct messages of each error kind, to say what the counts mean.
+    pub messages: ErrorMessages,
 }
 
 impl Default for Counters {
@@ -255,6 +263,10 @@ impl Default for Counters {
             server_eval_ns: 0,
             done_reasons: [0; 3],
             good: 0,
+            timed_streams: 0,
+            buffered_streams: 0,
+            undecodable: 0,
+            messages: ErrorMessages::default(),
         }
     }
 }
@@ -291,6 +303,11 @@ impl Counters {
         self.failed += requests;
     }
 
+    /// Keep `why` as a message of `kind` if it is one of the first few distinct ones.
+    pub fn record_error_message(&mut self, kind: ErrorKind, why: &dyn std::fmt::Display) {
+        self.messages.record(kind, why);
+    }
+
     /// Apply `f` to every counter of `self` with the matching counter of `other`: the one
     /// place that lists the fields, so that adding one cannot miss the merge or the diff.
     fn zip_with(&mut self, other: &Counters, f: impl Fn(&mut u64, u64)) {
@@ -312,6 +329,9 @@ impl Counters {
             (&mut self.server_eval_tokens, other.server_eval_tokens),
             (&mut self.server_eval_ns, other.server_eval_ns),
             (&mut self.good, other.good),
+            (&mut self.timed_streams, other.timed_streams),
+            (&mut self.buffered_streams, other.buffered_streams),
+            (&mut self.undecodable, other.undecodable),
         ];
         for (mine, theirs) in scalars {
             f(mine, theirs);
@@ -338,6 +358,82 @@ impl Counters {
 impl AddAssign<&Counters> for Counters {
     fn add_assign(&mut self, other: &Counters) {
         self.zip_with(other, |a, b| *a += b);
+        self.messages.merge(&other.messages);
+    }
+}
+
+/// Distinct error messages kept per kind, per shard and after merging.
+pub const MESSAGES_PER_KIND: usize = 4;
+/// A message is cut to this many bytes (it is formatted on the stack, not allocated).
+const MESSAGE_MAX: usize = 160;
+
+/// The first few distinct messages of each error kind. Recording formats the message into
+/// a stack buffer and compares it with those kept: only a new distinct message allocates,
+/// at most `MESSAGES_PER_KIND` times per kind, and a full kind costs one comparison.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ErrorMessages {
+    kinds: [Vec<Box<str>>; ErrorKind::ALL.len()],
+}
+
+impl ErrorMessages {
+    pub fn record(&mut self, kind: ErrorKind, why: &dyn std::fmt::Display) {
+        let kept = &mut self.kinds[kind as usize];
+        if kept.len() >= MESSAGES_PER_KIND {
+            return;
+        }
+        let mut buf = [0u8; MESSAGE_MAX];
+        let len = {
+            let mut w = Truncating {
+                buf: &mut buf,
+                len: 0,
+            };
+            let _ = std::fmt::write(&mut w, format_args!("{why}"));
+            w.len
+        };
+        // Cut on a character boundary.
+        let text = match std::str::from_utf8(&buf[..len]) {
+            Ok(t) => t,
+            Err(e) => std::str::from_utf8(&buf[..e.valid_up_to()]).unwrap_or_default(),
+        };
+        push_distinct(kept, text);
+    }
+
+    fn merge(&mut self, other: &ErrorMessages) {
+        for (mine, theirs) in self.kinds.iter_mut().zip(&other.kinds) {
+            for m in theirs {
+                if mine.len() >= MESSAGES_PER_KIND {
+                    break;
+                }
+                push_distinct(mine, m);
+            }
+        }
+    }
+
+    /// The messages kept for `kind`, first seen first.
+    pub fn of(&self, kind: ErrorKind) -> &[Box<str>] {
+        &self.kinds[kind as usize]
+    }
+}
+
+fn push_distinct(kept: &mut Vec<Box<str>>, text: &str) {
+    if !text.is_empty() && kept.len() < MESSAGES_PER_KIND && !kept.iter().any(|m| &**m == text) {
+        kept.push(text.into());
+    }
+}
+
+/// A `fmt::Write` into a fixed buffer that drops what does not fit.
+struct Truncating<'a> {
+    buf: &'a mut [u8],
+    len: usize,
+}
+
+impl std::fmt::Write for Truncating<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let room = self.buf.len() - self.len;
+        let n = s.len().min(room);
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        Ok(())
     }
 }
 
@@ -416,6 +512,44 @@ mod tests {
         assert_eq!(sum.status[503], 2);
         assert_eq!(sum.error(ErrorKind::Timeout), 2);
         assert_eq!(a.in_flight(), 10 - 2 - 1);
+    }
+
+    /// Issue 12: errors keep a few distinct messages per kind, bounded per shard and after
+    /// merging, cut to a bounded length.
+    #[test]
+    fn error_messages_are_few_distinct_and_merge() {
+        let mut a = Counters::default();
+        for _ in 0..100 {
+            a.record_error_message(ErrorKind::Connect, &"connection refused");
+        }
+        a.record_error_message(ErrorKind::Parse, &"response head larger than 65536 bytes");
+        assert_eq!(a.messages.of(ErrorKind::Connect).len(), 1);
+        for i in 0..10 {
+            a.record_error_message(ErrorKind::Read, &format!("reset {i}"));
+        }
+        assert_eq!(a.messages.of(ErrorKind::Read).len(), MESSAGES_PER_KIND);
+        assert_eq!(&*a.messages.of(ErrorKind::Read)[0], "reset 0");
+        let long = "é".repeat(200);
+        a.record_error_message(ErrorKind::Stream, &long);
+        let kept = &a.messages.of(ErrorKind::Stream)[0];
+        assert!(kept.len() <= MESSAGE_MAX && long.starts_with(&**kept));
+
+        let mut b = Counters::default();
+        b.record_error_message(ErrorKind::Connect, &"connection refused");
+        b.record_error_message(ErrorKind::Connect, &"connect timed out");
+        let mut sum = Counters::default();
+        sum += &a;
+        sum += &b;
+        let connect: Vec<&str> = sum
+            .messages
+            .of(ErrorKind::Connect)
+            .iter()
+            .map(|m| &**m)
+            .collect();
+        assert_eq!(connect, ["connection refused", "connect timed out"]);
+        assert_eq!(sum.messages.of(ErrorKind::Read).len(), MESSAGES_PER_KIND);
+        // An interval's difference keeps the messages seen so far.
+        assert_eq!(b.since(&a).messages, b.messages);
     }
 
     #[test]

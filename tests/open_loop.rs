@@ -352,6 +352,12 @@ fn max_in_flight_caps_what_the_server_sees() {
         "{:#}",
         at(&doc, "open_loop")
     );
+    assert_eq!(
+        text(&doc, "open_loop.limited_by"),
+        "connections",
+        "{:#}",
+        at(&doc, "open_loop")
+    );
     assert!(
         float(&doc, "open_loop.achieved_rps") < 0.5 * float(&doc, "open_loop.target_rps"),
         "{:#}",
@@ -542,10 +548,10 @@ fn short_burst_run_targets_what_was_due() {
     let open_loop = at(&doc, "open_loop");
     assert_eq!(float(&doc, "open_loop.target_rps"), 60.0, "{open_loop:#}");
     assert_eq!(float(&doc, "open_loop.achieved_rps"), 60.0, "{open_loop:#}");
-    // Sending all that was due is keeping up, unless blast sent late: 50 requests at once
-    // on a busy machine can take more than the 1 ms of send lag that `kept_up` allows.
-    let lag_ok = num(&doc, "open_loop.send_lag_p99_us") <= 1_000;
-    assert_eq!(flag(&doc, "open_loop.kept_up"), lag_ok, "{open_loop:#}");
+    // Sending all that was due is keeping up: the lag of the burst at start-up (50 requests
+    // at once, and their connects) is not judged (issue 12).
+    assert!(flag(&doc, "open_loop.kept_up"), "{open_loop:#}");
+    assert_eq!(text(&doc, "open_loop.limited_by"), "none", "{open_loop:#}");
     let due: f64 = timeline(&doc).iter().map(|r| r.target_rps * r.dt_s).sum();
     assert!((due - 60.0).abs() < 1e-6, "timeline: {:#?}", timeline(&doc));
 }
@@ -829,6 +835,10 @@ fn log_appends_one_json_line_per_run() {
         assert_eq!(float(&entry, "config.rate.rate"), rate);
         assert_eq!(num(&entry, "summary.requests.sent"), sent, "{entry}");
         assert!(entry.get("timeline").is_none() && entry.get("histograms").is_none());
+        // The verdict and its warnings too (issue 12).
+        let limited_by = at(&entry, "summary.open_loop.limited_by").as_str();
+        assert!(limited_by.is_some(), "{entry}");
+        assert!(at(&entry, "summary.warnings").is_array(), "{entry}");
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::llm::{BodyTap, LlmTracker};
 use super::shard::{Abort, Shard, Ticket};
-use crate::http::response::{Progress, ResponseHead, ResponseParser, MAX_HEAD};
+use crate::http::response::{ParseError, Progress, ResponseHead, ResponseParser, MAX_HEAD};
 use crate::rt::{self, Stream};
 use crate::stats::{ErrorKind, Metric};
 
@@ -262,10 +262,18 @@ impl Conn {
     async fn connect(&mut self) -> Result<(), Broken> {
         let addrs = &self.shard.setup.addrs;
         let first = self.shard.preferred_addr.get();
+        let mut failure = None;
         for k in 0..addrs.len() {
             let i = (first + k) % addrs.len();
             let connected = Stream::connect(addrs[i], self.shard.setup.connect_timeout).await;
-            if let Ok(stream) = connected {
+            let stream = match connected {
+                Ok(stream) => Some(stream),
+                Err(e) => {
+                    failure = Some(e);
+                    None
+                }
+            };
+            if let Some(stream) = stream {
                 if self.shard.stamps {
                     // Without stamps, reads are timed when they happen: still counted.
                     let _ = stream.stamp_arrivals();
@@ -283,6 +291,12 @@ impl Conn {
                 self.stream = Some(stream);
                 return Ok(());
             }
+        }
+        if let Some(e) = failure {
+            self.shard
+                .counters
+                .borrow_mut()
+                .record_error_message(ErrorKind::Connect, &e);
         }
         Err(Broken::Fail(ErrorKind::Connect))
     }
@@ -423,7 +437,13 @@ impl Conn {
                         return Err(Broken::Resend);
                     }
                 }
-                Err(_) => return Err(Broken::Fail(ErrorKind::Parse)),
+                Err(e) => {
+                    self.shard
+                        .counters
+                        .borrow_mut()
+                        .record_error_message(ErrorKind::Parse, &e);
+                    return Err(Broken::Fail(ErrorKind::Parse));
+                }
             }
         }
         Ok((pos, completed))
@@ -505,6 +525,10 @@ impl Conn {
         if reset && nothing_yet && self.served > 0 {
             return Broken::Resend;
         }
+        self.shard
+            .counters
+            .borrow_mut()
+            .record_error_message(kind, e);
         Broken::Fail(kind)
     }
 
@@ -575,6 +599,10 @@ impl Conn {
             return Ok(());
         }
         if self.buf.len() > MAX_HEAD {
+            self.shard
+                .counters
+                .borrow_mut()
+                .record_error_message(ErrorKind::Parse, &ParseError::HeadTooLarge);
             return Err(Broken::Fail(ErrorKind::Parse));
         }
         self.buf.resize((self.buf.len() * 2).max(READ_BUF), 0);

@@ -2,9 +2,12 @@
 //! and each response yields TTFB, TTFT, inter-token gaps, TPOT, token counts, Ollama's own
 //! timings and a verdict (a 200 whose stream failed is a failed request).
 
+use std::io::{self, Write as _};
 use std::time::{Duration, Instant};
 
-use crate::http::response::{BodySink, ResponseHead};
+use flate2::write::{GzDecoder, ZlibDecoder};
+
+use crate::http::response::{BodySink, CodingName, ContentEncoding, ResponseHead};
 use crate::llm::slo::Measured;
 use crate::llm::{DoneReason, FinalInfo, StreamDecoder, StreamEnd, StreamObserver};
 use crate::plan::LlmPlan;
@@ -14,8 +17,63 @@ use crate::stats::{Counters, ErrorKind, Hists, Metric};
 pub(crate) struct LlmTracker {
     plan: LlmPlan,
     decoder: StreamDecoder,
+    /// A compressed body's decompressor (gzip, deflate), between the framing and `decoder`.
+    inflate: Option<Inflate>,
     r: Response,
 }
+
+/// Decompresses a body as it arrives: what it writes collects in its `Vec`, which is fed to
+/// the stream decoder and cleared after each piece. One is made per compressed response
+/// (`write::GzDecoder` cannot be reset); uncompressed responses have none.
+enum Inflate {
+    Gzip(GzDecoder<Vec<u8>>),
+    Zlib(ZlibDecoder<Vec<u8>>),
+}
+
+impl Inflate {
+    fn new(encoding: ContentEncoding) -> Option<Inflate> {
+        match encoding {
+            ContentEncoding::Gzip => Some(Inflate::Gzip(GzDecoder::new(Vec::new()))),
+            ContentEncoding::Deflate => Some(Inflate::Zlib(ZlibDecoder::new(Vec::new()))),
+            _ => None,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Inflate::Gzip(_) => "gzip",
+            Inflate::Zlib(_) => "deflate",
+        }
+    }
+
+    fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        match self {
+            Inflate::Gzip(d) => d.write_all(data),
+            Inflate::Zlib(d) => d.write_all(data),
+        }
+    }
+
+    /// The body has ended: check that the compressed stream did too.
+    fn finish(&mut self) -> io::Result<()> {
+        match self {
+            Inflate::Gzip(d) => d.try_finish(),
+            Inflate::Zlib(d) => d.try_finish(),
+        }
+    }
+
+    fn out(&mut self) -> &mut Vec<u8> {
+        match self {
+            Inflate::Gzip(d) => d.get_mut(),
+            Inflate::Zlib(d) => d.get_mut(),
+        }
+    }
+}
+
+/// Token events needed to tell whether a stream arrived in one piece.
+const MIN_EVENTS_TO_TIME: u64 = 3;
+/// Token events arriving closer together than this on average were not streamed: no model
+/// generates that fast, a buffering proxy releasing a whole answer does.
+const BUFFERED_GAP: Duration = Duration::from_micros(100);
 
 /// What one response has shown so far.
 #[derive(Default)]
@@ -28,6 +86,10 @@ struct Response {
     last: Option<Instant>,
     events: u64,
     fin: Option<FinalInfo>,
+    /// A 2xx in a Content-Encoding blast cannot decode: not decoded, failed at the end.
+    undecodable: Option<CodingName>,
+    /// The compressed body did not decompress: decoding stopped, failed at the end.
+    inflate_error: Option<io::Error>,
 }
 
 /// Sees the decoder's events at the time of the read that delivered them.
@@ -57,31 +119,77 @@ impl LlmTracker {
         LlmTracker {
             plan,
             decoder: StreamDecoder::new(plan.api, plan.stream),
+            inflate: None,
             r: Response::default(),
         }
     }
 
     fn head(&mut self, head: &ResponseHead, base: Instant, now: Instant, hists: &mut Hists) {
         self.decoder.reset();
+        let decoding = (200..300).contains(&head.status);
+        self.inflate = None;
+        let mut undecodable = None;
+        if decoding {
+            match head.content_encoding {
+                ContentEncoding::Identity => {}
+                ContentEncoding::Other(name) => undecodable = Some(name),
+                e => self.inflate = Inflate::new(e),
+            }
+        }
         self.r = Response {
-            decoding: (200..300).contains(&head.status),
+            decoding,
             base: Some(base),
+            undecodable,
             ..Response::default()
         };
         hists.record(Metric::Ttfb, now - base);
     }
 
     fn body(&mut self, data: &[u8], now: Instant, hists: &mut Hists) {
-        if self.r.decoding {
-            self.decoder.feed(
-                data,
-                &mut Observer {
-                    r: &mut self.r,
-                    hists,
-                    now,
-                },
-            );
+        if !self.r.decoding || self.r.undecodable.is_some() || self.r.inflate_error.is_some() {
+            return;
         }
+        let data = match &mut self.inflate {
+            None => data,
+            Some(inflate) => {
+                inflate.out().clear();
+                if let Err(e) = inflate.write(data) {
+                    self.r.inflate_error = Some(e);
+                }
+                inflate.out().as_slice()
+            }
+        };
+        self.decoder.feed(
+            data,
+            &mut Observer {
+                r: &mut self.r,
+                hists,
+                now,
+            },
+        );
+    }
+
+    /// The body has ended: a compressed one must have ended as a whole compressed stream,
+    /// and what its decompressor still held goes to the stream decoder.
+    fn finish_inflate(&mut self, now: Instant, hists: &mut Hists) {
+        let Some(inflate) = &mut self.inflate else {
+            return;
+        };
+        if self.r.inflate_error.is_some() {
+            return;
+        }
+        inflate.out().clear();
+        if let Err(e) = inflate.finish() {
+            self.r.inflate_error = Some(e);
+        }
+        self.decoder.feed(
+            inflate.out(),
+            &mut Observer {
+                r: &mut self.r,
+                hists,
+                now,
+            },
+        );
     }
 
     /// The HTTP response is complete: decide whether the stream was, and record its figures.
@@ -95,14 +203,43 @@ impl LlmTracker {
             return Ok(());
         }
         self.r.decoding = false;
+        if let Some(name) = self.r.undecodable {
+            counters.undecodable += 1;
+            counters.record_error_message(
+                ErrorKind::Stream,
+                &format_args!(
+                    "Content-Encoding {} is not decoded by blast (only gzip and deflate are)",
+                    name.as_str()
+                ),
+            );
+            return Err(ErrorKind::Stream);
+        }
+        self.finish_inflate(now, hists);
+        if let Some(e) = self.r.inflate_error.take() {
+            let coding = self.inflate.as_ref().map_or("", Inflate::name);
+            counters.record_error_message(
+                ErrorKind::Stream,
+                &format_args!("the {coding} body did not decompress: {e}"),
+            );
+            return Err(ErrorKind::Stream);
+        }
         match self.decoder.finish(&mut Observer {
             r: &mut self.r,
             hists,
             now,
         }) {
             StreamEnd::Complete => {}
-            StreamEnd::Truncated => return Err(ErrorKind::Truncated),
-            StreamEnd::Error(_) => return Err(ErrorKind::Stream),
+            StreamEnd::Truncated => {
+                counters.record_error_message(
+                    ErrorKind::Truncated,
+                    &"the body ended before the stream said it was done",
+                );
+                return Err(ErrorKind::Truncated);
+            }
+            StreamEnd::Error(e) => {
+                counters.record_error_message(ErrorKind::Stream, &e);
+                return Err(ErrorKind::Stream);
+            }
         }
         let r = &self.r;
         let base = r.base.unwrap_or(now);
@@ -123,6 +260,17 @@ impl LlmTracker {
         counters.prompt_tokens += fin.prompt_tokens.unwrap_or(0);
         if let Some(t) = ttft {
             hists.record(Metric::Ttft, t);
+        }
+        // A stream whose token events all came at once (a buffering proxy) has an ITL and
+        // a TPOT that say nothing: count it, so that the report can say so.
+        if let (true, Some(first), Some(last)) = (self.plan.stream, r.first, r.last) {
+            if r.events >= MIN_EVENTS_TO_TIME {
+                counters.timed_streams += 1;
+                let gaps = (r.events - 1).min(u32::MAX as u64) as u32;
+                if last - first < BUFFERED_GAP * gaps {
+                    counters.buffered_streams += 1;
+                }
+            }
         }
         let tpot = tpot(e2e, ttft, tokens);
         if let Some(t) = tpot {
@@ -238,6 +386,7 @@ mod tests {
         let head = ResponseHead {
             status,
             keep_alive: true,
+            content_encoding: ContentEncoding::Identity,
         };
         t.head(&head, base, base + MS(head_ms), h);
         for (ms, data) in pieces {
@@ -281,6 +430,112 @@ mod tests {
         p50_is(Metric::Tpot, 10_000);
         p50_is(Metric::ServerQueue, 40_000);
         assert_eq!(h.get(Metric::Itl).unwrap().len(), 2);
+    }
+
+    /// One streamed Ollama response of `n` tokens, with its final object.
+    fn ollama_body(n: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        for i in 0..n {
+            body.extend_from_slice(
+                format!("{{\"response\":\"t{i}\",\"done\":false}}\n").as_bytes(),
+            );
+        }
+        body.extend_from_slice(b"{\"response\":\"\",\"done\":true,\"eval_count\":3}\n");
+        body
+    }
+
+    /// A response in `encoding`, its pieces at the given ms after the base, like `respond`.
+    fn respond_encoded(
+        t: &mut LlmTracker,
+        (c, h): (&mut Counters, &mut Hists),
+        content_encoding: ContentEncoding,
+        pieces: &[(u64, &[u8])],
+    ) -> Result<(), ErrorKind> {
+        let base = Instant::now();
+        let head = ResponseHead {
+            status: 200,
+            keep_alive: true,
+            content_encoding,
+        };
+        t.head(&head, base, base, h);
+        for (ms, data) in pieces {
+            t.body(data, base + MS(*ms), h);
+        }
+        let end = pieces.last().map_or(0, |(ms, _)| *ms);
+        t.finish(base + MS(end), c, h)
+    }
+
+    /// Issue 12: a stream whose tokens all arrive at once (a buffering proxy) is counted as
+    /// buffered; one paced by the server is not.
+    #[test]
+    fn streams_that_arrive_in_one_piece_are_counted_as_buffered() {
+        let (mut c, mut h) = (Counters::default(), Hists::new(&Metric::ALL));
+        let mut t = tracker();
+        let body = ollama_body(3);
+        let at_once: &[(u64, &[u8])] = &[(200, &body)];
+        assert_eq!(respond(&mut t, (&mut c, &mut h), 200, 0, at_once), Ok(()));
+        assert_eq!((c.timed_streams, c.buffered_streams), (1, 1));
+        let lines: Vec<&[u8]> = body.split_inclusive(|&b| b == b'\n').collect();
+        let paced: Vec<(u64, &[u8])> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (20 + 10 * i as u64, *l))
+            .collect();
+        assert_eq!(respond(&mut t, (&mut c, &mut h), 200, 0, &paced), Ok(()));
+        assert_eq!((c.timed_streams, c.buffered_streams), (2, 1));
+    }
+
+    /// Issue 12: gzip and deflate bodies are decompressed for the stream decoder, piece by
+    /// piece as they arrive; a coding blast cannot decode, or a corrupt body, fails the
+    /// request with a message that names it.
+    #[test]
+    fn compressed_streams_are_decoded_and_others_named() {
+        use flate2::write::{GzEncoder, ZlibEncoder};
+        use flate2::Compression;
+        use std::io::Write;
+        let (mut c, mut h) = (Counters::default(), Hists::new(&Metric::ALL));
+        let mut t = tracker();
+        let body = ollama_body(3);
+        let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+        gz.write_all(&body).unwrap();
+        let gz = gz.finish().unwrap();
+        let mut zlib = ZlibEncoder::new(Vec::new(), Compression::default());
+        zlib.write_all(&body).unwrap();
+        let zlib = zlib.finish().unwrap();
+        for (encoding, bytes) in [
+            (ContentEncoding::Gzip, &gz),
+            (ContentEncoding::Deflate, &zlib),
+        ] {
+            // Cut inside the gzip header and the compressed data.
+            let pieces: Vec<(u64, &[u8])> = bytes.chunks(5).map(|p| (10, p)).collect();
+            let before = c.tokens;
+            assert_eq!(
+                respond_encoded(&mut t, (&mut c, &mut h), encoding, &pieces),
+                Ok(())
+            );
+            assert_eq!(c.tokens - before, 3, "{encoding:?}");
+        }
+        assert_eq!(c.failed, 0);
+
+        let corrupt: &[(u64, &[u8])] = &[(10, &gz[..gz.len() - 12])];
+        assert_eq!(
+            respond_encoded(&mut t, (&mut c, &mut h), ContentEncoding::Gzip, corrupt),
+            Err(ErrorKind::Stream)
+        );
+        let resp = b"HTTP/1.1 200 OK\r\nContent-Encoding: br\r\nContent-Length: 0\r\n\r\n";
+        let mut p = crate::http::response::ResponseParser::new();
+        let br = match p.feed(resp, &mut ()) {
+            Ok(crate::http::response::Progress::Complete { head, .. }) => head.content_encoding,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            respond_encoded(&mut t, (&mut c, &mut h), br, &[(10, b"\x1b\x00")]),
+            Err(ErrorKind::Stream)
+        );
+        assert_eq!(c.undecodable, 1);
+        let messages = c.messages.of(ErrorKind::Stream);
+        assert!(messages[0].contains("gzip"), "{messages:?}");
+        assert!(messages[1].contains("Content-Encoding br"), "{messages:?}");
     }
 
     #[test]

@@ -38,6 +38,60 @@ pub struct ResponseHead {
     /// false when the server will close after this response (Connection: close,
     /// HTTP/1.0 without keep-alive, or a close-delimited body)
     pub keep_alive: bool,
+    /// The body's Content-Encoding (framing ignores it; the LLM body path decodes it).
+    pub content_encoding: ContentEncoding,
+}
+
+/// A response body's Content-Encoding, as far as blast can decode it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContentEncoding {
+    #[default]
+    Identity,
+    Gzip,
+    /// zlib-wrapped DEFLATE (RFC 9110 §8.4.1.2).
+    Deflate,
+    /// Any other coding, or more than one: named in the error it causes.
+    Other(CodingName),
+}
+
+/// A coding's name as it came, cut to a few bytes, kept inline so that heads stay `Copy`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CodingName {
+    bytes: [u8; 24],
+    len: u8,
+}
+
+impl CodingName {
+    fn new(value: &[u8]) -> CodingName {
+        let mut bytes = [0; 24];
+        let len = value.len().min(bytes.len());
+        bytes[..len].copy_from_slice(&value[..len]);
+        CodingName {
+            bytes,
+            len: len as u8,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        let b = &self.bytes[..self.len as usize];
+        std::str::from_utf8(b).unwrap_or("(not text)")
+    }
+}
+
+impl ContentEncoding {
+    /// A Content-Encoding field value: `identity` is none; one gzip (`x-gzip`) or deflate
+    /// coding is decoded; anything else is named.
+    fn parse(value: &[u8]) -> ContentEncoding {
+        let mut codings = list_elements(value).filter(|c| !is_word(c, b"identity"));
+        match (codings.next(), codings.next()) {
+            (None, _) => ContentEncoding::Identity,
+            (Some(c), None) if is_word(c, b"gzip") || is_word(c, b"x-gzip") => {
+                ContentEncoding::Gzip
+            }
+            (Some(c), None) if is_word(c, b"deflate") => ContentEncoding::Deflate,
+            _ => ContentEncoding::Other(CodingName::new(trim_ows(value))),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,6 +176,7 @@ struct Fields {
     transfer_encoding: Option<bool>,
     /// Errors are deferred: Content-Length only matters when it decides the framing.
     content_length: Result<Option<u64>, ParseError>,
+    content_encoding: ContentEncoding,
 }
 
 #[derive(Debug)]
@@ -155,6 +210,7 @@ impl ResponseParser {
             head: ResponseHead {
                 status: 0,
                 keep_alive: false,
+                content_encoding: ContentEncoding::Identity,
             },
             chunk_size: 0,
             chunk_digits: false,
@@ -358,7 +414,11 @@ impl ResponseParser {
         if body_state == State::Close {
             keep_alive = false;
         }
-        self.head = ResponseHead { status, keep_alive };
+        self.head = ResponseHead {
+            status,
+            keep_alive,
+            content_encoding: fields.content_encoding,
+        };
         self.state = body_state;
         sink.on_head(&self.head);
         Ok(true)
@@ -540,6 +600,7 @@ fn scan_fields(headers: &[httparse::Header<'_>]) -> Fields {
         keep_alive: false,
         transfer_encoding: None,
         content_length: Ok(None),
+        content_encoding: ContentEncoding::Identity,
     };
     for h in headers {
         let name = h.name.as_bytes();
@@ -554,6 +615,8 @@ fn scan_fields(headers: &[httparse::Header<'_>]) -> Fields {
                 let coding = last.split(|&b| b == b';').next().unwrap_or(&[]);
                 f.transfer_encoding = Some(is_word(trim_ows(coding), b"chunked"));
             }
+        } else if is_word(name, b"content-encoding") {
+            f.content_encoding = ContentEncoding::parse(h.value);
         } else if is_word(name, b"connection") {
             for token in list_elements(h.value) {
                 if is_word(token, b"close") {
@@ -707,7 +770,11 @@ mod tests {
     }
 
     fn head(status: u16, keep_alive: bool) -> ResponseHead {
-        ResponseHead { status, keep_alive }
+        ResponseHead {
+            status,
+            keep_alive,
+            content_encoding: ContentEncoding::Identity,
+        }
     }
 
     const NEXT: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc";
@@ -941,6 +1008,42 @@ mod tests {
         );
         assert!(p.in_progress());
         assert_eq!(p.on_eof(&mut ()), Err(ParseError::UnexpectedEof));
+    }
+
+    /// Issue 12: the head names the body's Content-Encoding for the LLM body path.
+    #[test]
+    fn content_encoding_is_named_in_the_head() {
+        let encoding = |field: &str| {
+            let resp = format!("HTTP/1.1 200 OK\r\n{field}Content-Length: 0\r\n\r\n");
+            let mut p = ResponseParser::new();
+            match p.feed(resp.as_bytes(), &mut ()) {
+                Ok(Progress::Complete { head, .. }) => head.content_encoding,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(encoding(""), ContentEncoding::Identity);
+        assert_eq!(
+            encoding("Content-Encoding: identity\r\n"),
+            ContentEncoding::Identity
+        );
+        assert_eq!(
+            encoding("Content-Encoding: GZIP\r\n"),
+            ContentEncoding::Gzip
+        );
+        assert_eq!(
+            encoding("content-encoding: x-gzip\r\n"),
+            ContentEncoding::Gzip
+        );
+        assert_eq!(
+            encoding("Content-Encoding: deflate\r\n"),
+            ContentEncoding::Deflate
+        );
+        for other in ["br", "gzip, br"] {
+            match encoding(&format!("Content-Encoding: {other}\r\n")) {
+                ContentEncoding::Other(name) => assert_eq!(name.as_str(), other),
+                e => panic!("{other}: {e:?}"),
+            }
+        }
     }
 
     #[test]

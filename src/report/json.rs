@@ -22,8 +22,10 @@ pub fn log_line(report: &Report, at: std::time::SystemTime) -> serde_json::Value
             "requests": report.requests,
             "status": report.status,
             "errors": report.errors,
+            "error_messages": report.error_messages,
             "latency_us": report.latency_us,
             "open_loop": report.open_loop,
+            "warnings": report.warnings,
         },
     })
 }

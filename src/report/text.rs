@@ -141,6 +141,9 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
             errors.join(", ")
         }
     )?;
+    for (kind, messages) in &r.error_messages {
+        writeln!(w, "                 {kind}: {}", messages.join("; "))?;
+    }
     writeln!(
         w,
         "  Connections    {} opened, {} reconnects",
@@ -154,21 +157,16 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         r.config.cores,
         fmt_bytes(r.peak_rss_bytes as f64)
     )?;
-    if r.client_cpu_utilization > super::SATURATED {
-        writeln!(
-            w,
-            "  WARNING        blast's cores were saturated: these figures may describe blast, \
-             not the server; add --cores (or --pipeline) to find the server's limit"
-        )?;
-    }
     write_llm(w, r)?;
     if let Some(o) = &r.open_loop {
         writeln!(
             w,
-            "  Open loop      target {:.1} req/s, achieved {:.1} req/s, send lag p99 {}",
+            "  Open loop      target {:.1} req/s, achieved {:.1} req/s, send lag p99 {}, \
+             limited by {}",
             o.target_rps,
             o.achieved_rps,
-            fmt_us(o.send_lag_p99_us as f64)
+            fmt_us(o.send_lag_p99_us as f64),
+            o.limited_by.name()
         )?;
         if o.missed > 0 {
             writeln!(
@@ -177,19 +175,9 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
                 o.missed
             )?;
         }
-        if !o.kept_up {
-            let advice = match r.config.max_in_flight {
-                Some(cap) => format!(
-                    "--max-in-flight {cap} held requests back; raise it, or add --conns or --cores"
-                ),
-                None => "try more --cores or --conns".to_string(),
-            };
-            writeln!(
-                w,
-                "  WARNING        blast could not keep up with the target rate, so these figures \
-                 describe blast's shortfall, not only the server: {advice}"
-            )?;
-        }
+    }
+    for warning in &r.warnings {
+        writeln!(w, "  WARNING        {} ({})", warning.message, warning.code)?;
     }
     Ok(())
 }
