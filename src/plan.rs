@@ -31,6 +31,9 @@ pub const DEFAULT_SLACK: Duration = Duration::from_micros(150);
 /// A larger slack would make a schedule meaningless at the rates it is for.
 const MAX_SLACK: Duration = Duration::from_millis(10);
 const DEFAULT_PROMPTS: &str = "short";
+/// The longest duration any option takes: a run, a timeout or a period longer than this is a
+/// typo, and bounding them keeps every `Instant + duration` in the engine from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Deeper pipelines only queue requests in the server's socket buffer.
 const MAX_PIPELINE: usize = 1024;
@@ -218,11 +221,15 @@ pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
 }
 
 pub fn parse_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
-    humantime::parse_duration(raw.trim()).map_err(|e| {
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
         PlanError(format!(
             "{what}: cannot read {raw:?} as a duration ({e}); try 500ms, 10s or 2m"
         ))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return err(format!("{what} {raw}: at most a year (365d)"));
+    }
+    Ok(d)
 }
 
 fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
@@ -753,6 +760,12 @@ fn rate_spec(args: &RunArgs) -> Result<Option<RateSpec>, PlanError> {
     if let Some(stages) = &args.stages {
         let stages =
             schedule::parse_stages(stages).map_err(|e| PlanError(format!("--stages: {e}")))?;
+        let total = stages
+            .iter()
+            .fold(Duration::ZERO, |acc, st| acc.saturating_add(st.duration));
+        if total > MAX_DURATION {
+            return err("--stages: the stages last more than a year (365d) in all");
+        }
         return Ok(spec(args.rate.unwrap_or(0.0), Pattern::Stages(stages)));
     }
     if let Some(r) = args.rate {
@@ -971,6 +984,70 @@ mod tests {
                 "--pattern ramp with --requests needs --ramp-over",
             ),
             (&["-H", "nocolon", URL], "has no colon"),
+            (
+                &["--timeout", "10000000000000000000s", URL],
+                "--timeout 10000000000000000000s: at most a year",
+            ),
+            (
+                &["--connect-timeout", "366d", URL],
+                "--connect-timeout 366d: at most a year",
+            ),
+            (
+                &["--interval", "400d", URL],
+                "--interval 400d: at most a year",
+            ),
+            (
+                &["-d", "18446744073709551615s", URL],
+                "--duration 18446744073709551615s: at most a year",
+            ),
+            (
+                &["--rate", "5", "--slack", "10000000000000000000s", URL],
+                "--slack 10000000000000000000s: at most a year",
+            ),
+            (
+                &["--pattern", "burst", "--burst-every", "9999999999999s", URL],
+                "--burst-every 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "ramp",
+                    "--rate",
+                    "5",
+                    "--ramp-over",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--ramp-over 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "spike",
+                    "--rate",
+                    "5",
+                    "--spike-every",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--spike-every 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "chaos",
+                    "--rate",
+                    "5",
+                    "--chaos-max-hold",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--chaos-max-hold 9999999999999s: at most a year",
+            ),
+            (
+                &["--stages", "200d:5,200d:9", URL],
+                "--stages: the stages last more than a year",
+            ),
             (
                 &["-m", "G T", URL],
                 "--method \"G T\" is not a valid HTTP method",
