@@ -74,7 +74,7 @@ fn run_preset<'a>(
         .chain(rest.iter().map(String::as_str));
     match Cli::try_parse_from(argv) {
         Ok(cli) => load_test(&cli.run, Some(name)),
-        Err(e) => e.exit(),
+        Err(e) => cli_error(e),
     }
 }
 
@@ -301,9 +301,47 @@ pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// A command line clap refused, in two lines rather than clap's five to eight: what is
+/// wrong (naming the option and its form), then one hint (clap's tip or the accepted
+/// values, else where to look). Help and version go out as clap renders them.
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // A closed stdout is not an error worth a word here.
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines.next().unwrap_or("invalid command line");
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    // "the following required arguments were not provided:" names them on the next line.
+    let what = match (what.ends_with(':'), lines.clone().next()) {
+        (true, Some(next)) if !next.starts_with("Usage:") => {
+            lines.next();
+            format!("{what} {next}")
+        }
+        _ => what.to_string(),
+    };
+    let hint = lines
+        .find(|l| l.starts_with("tip:") || l.starts_with("[possible values"))
+        .map(|l| l.trim_start_matches("tip:").trim().to_string())
+        .unwrap_or_else(|| "see `blast --help`".to_string());
+    eprintln!("blast: {what}");
+    fail(2, hint)
+}
+
 /// Parse the command line and do what it says.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli_error(e),
+    };
     match &cli.command {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
