@@ -176,6 +176,41 @@ pub struct Target {
     pub path: String,
     /// `Host` header value.
     pub authority: String,
+    /// `Authorization` header value from the URL's `user:password@`, as curl sends it.
+    pub basic_auth: Option<String>,
+}
+
+/// `%XX` escapes decoded (the URL parser leaves user info escaped); anything else as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if let (b'%', Some(h), Some(l)) = (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The URL as results show it: a password in it is masked.
+fn without_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
 }
 
 pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
@@ -212,11 +247,22 @@ pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
         Some(p) => format!("{host_text}:{p}"),
         None => host_text,
     };
+    let basic_auth = (!url.username().is_empty() || url.password().is_some()).then(|| {
+        use base64::Engine;
+        let mut cred = percent_decode(url.username());
+        cred.push(b':');
+        cred.extend(percent_decode(url.password().unwrap_or("")));
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    });
     Ok(Target {
         host,
         port,
         path,
         authority,
+        basic_auth,
     })
 }
 
@@ -428,11 +474,28 @@ impl Spec {
             return err("--interval must be at least 10ms");
         }
 
-        let header_fields = args
+        let mut header_fields = args
             .headers
             .iter()
             .map(|h| request::parse_header(h).map_err(PlanError))
             .collect::<Result<Vec<_>, _>>()?;
+        let given = |name: &str| {
+            header_fields
+                .iter()
+                .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(name))
+        };
+        // blast frames every body with its own Content-Length: a Transfer-Encoding would
+        // contradict it, and so would a Content-Length other than the body's (checked once
+        // the body is read).
+        if given("transfer-encoding") {
+            return err(
+                "-H Transfer-Encoding: blast sends bodies with a Content-Length; drop the header",
+            );
+        }
+        // A user's own Authorization wins over the URL's user info.
+        if let (Some(auth), false) = (&target.basic_auth, given("authorization")) {
+            header_fields.push(("Authorization".to_string(), auth.clone()));
+        }
         let body = match (&args.body, &args.body_file) {
             (Some(b), _) => Body::Bytes(b.clone().into_bytes()),
             (None, Some(path)) => Body::File(path.clone()),
@@ -472,6 +535,9 @@ impl Spec {
             None => None,
         };
         let llm = api.map(|api| llm_spec(args, api)).transpose()?;
+        if llm.is_some() && content_length(&header_fields).is_some() {
+            return err("-H Content-Length: --api bodies vary in length and blast sets it for each; drop the header");
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -481,7 +547,7 @@ impl Spec {
             log: args.log.clone(),
         };
         Ok(Spec {
-            url: raw_url.to_string(),
+            url: without_password(raw_url),
             target,
             method,
             cpus,
@@ -516,6 +582,14 @@ impl Spec {
                 bytes
             }
         };
+        if let Some(given) = content_length(&self.header_fields) {
+            if given.trim().parse::<usize>().ok() != Some(body.len()) {
+                return err(format!(
+                    "-H Content-Length: {given} contradicts the {}-byte body; drop the header (blast sets it)",
+                    body.len()
+                ));
+            }
+        }
         let method = match self.method {
             Some(m) => m,
             None if !body.is_empty() || self.llm.is_some() => "POST".to_string(),
@@ -596,6 +670,14 @@ impl Plan {
 
 /// An output file must be creatable: its directory has to exist (checked before the run,
 /// so that a typo does not cost the whole run).
+/// The value of a user-given `Content-Length` header.
+fn content_length(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_str())
+}
+
 fn check_writable_dir(path: &std::path::Path) -> Result<(), PlanError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

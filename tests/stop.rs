@@ -334,3 +334,111 @@ fn a_closed_stdout_is_not_an_error() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn user_info_in_the_url_is_sent_as_basic_auth_and_masked_in_results() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = format!("http://us%40er:p%3Ass@127.0.0.1:{}/", server.port());
+    let run = run_blast(&["-r", "3", "-n", "1", "-q", "--json", "-", &url]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    assert!(!run.stdout().contains("p%3Ass"), "the password is masked");
+    assert_eq!(server.counts().requests, 3);
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    for req in seen {
+        assert_eq!(req.header("authorization"), Some("Basic dXNAZXI6cDpzcw=="));
+    }
+}
+
+#[test]
+fn headers_that_would_break_the_request_are_bad_input() {
+    let acceptor = Acceptor::start(|_, _| {});
+    let url = format!("http://{}/", acceptor.addr());
+    let cases: &[(&[&str], &str)] = &[
+        (&["-H", "X-A: a\u{1}b"], "control character"),
+        (&["-H", "X-A: a\u{7f}"], "control character"),
+        (
+            &["--body", "abc", "-H", "Content-Length: 5"],
+            "Content-Length: 5 contradicts the 3-byte body",
+        ),
+        (
+            &["-H", "Content-Length: 1"],
+            "Content-Length: 1 contradicts the 0-byte body",
+        ),
+        (
+            &["--body", "abc", "-H", "Transfer-Encoding: chunked"],
+            "Transfer-Encoding",
+        ),
+        (
+            &["--api", "ollama-generate", "-H", "content-length: 10"],
+            "Content-Length",
+        ),
+    ];
+    for (case, want) in cases {
+        let args: Vec<&str> = case.iter().copied().chain([url.as_str()]).collect();
+        let run = run_blast(&args);
+        let err = run.stderr();
+        assert_eq!(run.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    assert_eq!(acceptor.accepted(), 0, "bad input opens no connection");
+}
+
+#[test]
+fn a_content_length_that_agrees_with_the_body_is_sent_once() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/");
+    let run = run_blast(&[
+        "-r",
+        "2",
+        "-n",
+        "1",
+        "-q",
+        "--body",
+        "abc",
+        "-H",
+        "Content-Length: 3",
+        "-H",
+        "X-T: a\tb",
+        &url,
+    ]);
+    assert_eq!(run.code(), Some(0), "{}", run.stderr());
+    assert_eq!(server.counts().requests, 2);
+    let seen = server.seen();
+    assert_eq!(seen[0].header("x-t"), Some("a\tb"));
+    assert_eq!(seen[0].header("content-length"), Some("3"));
+}
+
+#[test]
+fn command_line_errors_take_two_lines() {
+    let cases: &[(&[&str], &str, &str)] = &[
+        (
+            &["--conns", "x", "http://127.0.0.1:1/"],
+            "--conns",
+            "see `blast --help`",
+        ),
+        (
+            &["--api", "llama", "http://127.0.0.1:1/"],
+            "--api",
+            "[possible values",
+        ),
+        (&["--bogus", "http://127.0.0.1:1/"], "--bogus", ""),
+        (&["compare", "a.json"], "<FILES>", ""),
+        (
+            &["scenario", "quick", "http://127.0.0.1:1/", "--conns", "x"],
+            "--conns",
+            "",
+        ),
+    ];
+    for (args, first, hint) in cases {
+        let run = run_blast(args);
+        let err = run.stderr();
+        assert_eq!(run.code(), Some(2), "{args:?}: {err}");
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 2, "{args:?}: {err}");
+        assert!(lines.iter().all(|l| l.starts_with("blast: ")), "{err}");
+        assert!(lines[0].contains(first), "{args:?}: {err}");
+        assert!(lines[1].contains(hint), "{args:?}: {err}");
+    }
+}
