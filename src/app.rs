@@ -188,10 +188,11 @@ fn on_stop_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         let action = move || {
-            if crate::engine::INTERRUPTED.swap(true, Ordering::Relaxed) {
-                signal_hook::low_level::exit((128 + sig) as u8 as i32);
+            // The first signal names the exit code; it is set before the run can see the stop.
+            let _ = STOP_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+            if crate::engine::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                signal_hook::low_level::exit(128 + sig);
             }
-            STOP_SIGNAL.store(sig, Ordering::Relaxed);
         };
         // SAFETY: the action only uses atomics and `_exit`, which are async-signal-safe.
         unsafe { signal_hook::low_level::register(sig, action) }?;

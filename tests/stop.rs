@@ -442,3 +442,31 @@ fn command_line_errors_take_two_lines() {
         assert!(lines[1].contains(hint), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn ctrl_c_during_a_huge_rate_stops_at_once() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/");
+    let child = spawn(&[
+        "--rate",
+        "1e9",
+        "--duration",
+        "60s",
+        "-n",
+        "4",
+        "-q",
+        "--json",
+        "-",
+        &url,
+    ]);
+    let (code, out, err, took) = signal_after(child, Duration::from_millis(1500), libc::SIGINT);
+    assert_eq!(code, Some(130), "{err}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let doc: Value = serde_json::from_str(&out).expect("the report, as JSON");
+    let sent = u(&doc, "/requests/sent");
+    let received = server.counts().requests;
+    assert!(
+        (u(&doc, "/requests/completed")..=sent).contains(&received),
+        "{received} received, {doc}"
+    );
+}
