@@ -906,6 +906,24 @@ mod tests {
     use clap::Parser;
 
     #[test]
+    fn url_user_info_becomes_basic_auth() {
+        let auth = |u: &str| parse_url(u).unwrap().basic_auth;
+        assert_eq!(auth("http://h/"), None);
+        // base64("Aladdin:open sesame"), the RFC 7617 example.
+        assert_eq!(
+            auth("http://Aladdin:open%20sesame@h/").as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(auth("http://u@h/").as_deref(), Some("Basic dTo="));
+        assert_eq!(percent_decode("a%3a%zz%4"), b"a:%zz%4");
+        assert_eq!(
+            without_password("http://u:secret@h:1/p"),
+            "http://u:***@h:1/p"
+        );
+        assert_eq!(without_password("http://h/p"), "http://h/p");
+    }
+
+    #[test]
     fn urls() {
         let t = parse_url("http://localhost:11435/api/generate").unwrap();
         assert_eq!(
