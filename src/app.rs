@@ -1,11 +1,12 @@
 //! What the `blast` command does with its arguments: plan, run, print, and the exit code.
 //! Exit codes: 0 success, 1 the run failed (no successful response, I/O), 2 bad input,
-//! 130 interrupted (after reporting what was measured).
+//! 130 interrupted by Ctrl-C and 143 stopped by SIGTERM (both after reporting what was
+//! measured).
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,17 +27,29 @@ pub fn fail(code: u8, msg: impl std::fmt::Display) -> ExitCode {
 pub fn scenario(name: Option<&str>, rest: &[String]) -> ExitCode {
     let name = match name {
         None | Some("list") => {
-            println!("Scenarios (blast scenario NAME URL [OPTIONS], options override the preset):");
-            for s in SCENARIOS {
-                println!(
-                    "  {:<13} {}\n  {:<13} blast {}",
-                    s.name,
-                    s.about,
-                    "",
-                    s.args.join(" ")
-                );
-            }
-            return ExitCode::SUCCESS;
+            let mut out = std::io::stdout().lock();
+            let listed = writeln!(
+                out,
+                "Scenarios (blast scenario NAME URL [OPTIONS], options override the preset):"
+            )
+            .and_then(|()| {
+                SCENARIOS.iter().try_for_each(|s| {
+                    let args = s.args.join(" ");
+                    writeln!(
+                        out,
+                        "  {:<13} {}\n  {:<13} blast {args}",
+                        s.name, s.about, ""
+                    )
+                })
+            })
+            .and_then(|()| out.flush());
+            return match listed {
+                // A reader that stopped early (`| head`) has what it wanted.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    fail(1, format!("cannot write the list: {e}"))
+                }
+                _ => ExitCode::SUCCESS,
+            };
         }
         Some(n) => n,
     };
@@ -61,7 +74,7 @@ fn run_preset<'a>(
         .chain(rest.iter().map(String::as_str));
     match Cli::try_parse_from(argv) {
         Ok(cli) => load_test(&cli.run, Some(name)),
-        Err(e) => e.exit(),
+        Err(e) => cli_error(e),
     }
 }
 
@@ -72,13 +85,8 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     };
     plan.scenario = scenario.map(str::to_string);
     let plan = Arc::new(plan);
-    if let Err(e) = ctrlc::set_handler(|| {
-        // A second Ctrl-C means "now": skip the report.
-        if crate::engine::INTERRUPTED.swap(true, Ordering::Relaxed) {
-            std::process::exit(130);
-        }
-    }) {
-        return fail(2, format!("cannot install the Ctrl-C handler: {e}"));
+    if let Err(e) = on_stop_signals() {
+        return fail(2, format!("cannot install the Ctrl-C/SIGTERM handler: {e}"));
     }
     let live = !plan.output.quiet && std::io::stderr().is_terminal();
     let total_s = plan.run_for.map(|d| d.as_secs_f64());
@@ -90,11 +98,18 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(1, e),
     };
-    if let Err(e) = write_outputs(&plan, &report) {
-        return fail(1, e);
+    let failures = write_outputs(&plan, &report);
+    for f in &failures {
+        eprintln!("blast: {f}");
     }
     if report.interrupted {
-        return ExitCode::from(130);
+        return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
+            0 => 130,
+            sig => (128 + sig) as u8,
+        });
+    }
+    if !failures.is_empty() {
+        return ExitCode::from(1);
     }
     if report.requests.ok == 0 {
         return fail(1, "no successful responses");
@@ -102,38 +117,85 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn write_outputs(plan: &Plan, report: &Report) -> Result<(), String> {
+/// Write every output asked for, each even when another failed; one line per failure.
+fn write_outputs(plan: &Plan, report: &Report) -> Vec<String> {
     let out = &plan.output;
+    let mut failures = Vec::new();
     // With the JSON document on stdout, the human summary moves to stderr.
-    let _ = match out.json_stdout {
+    let summary = match out.json_stdout {
         true => text::write(&mut std::io::stderr().lock(), report),
-        false => text::write(&mut std::io::stdout().lock(), report),
+        false => flushed(&mut std::io::stdout().lock(), |w| text::write(w, report)),
     };
-    if out.json_stdout {
-        json::write(&mut std::io::stdout().lock(), report)
-            .map_err(|e| format!("cannot write the JSON result: {e}"))?;
+    match summary {
+        // Whoever read stdout stopped early (`| head`): nothing to tell them.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        Err(e) => failures.push(format!("cannot write the summary: {e}")),
+        Ok(()) => {}
     }
-    let create = |path: &std::path::Path| {
+    if out.json_stdout {
+        if let Err(e) = flushed(&mut std::io::stdout().lock(), |w| json::write(w, report)) {
+            failures.push(format!("cannot write the JSON result to stdout: {e}"));
+        }
+    }
+    // A buffered file is flushed before it is dropped: that is where a full disk shows.
+    let to_file = |path: &std::path::Path, what: &dyn Fn(&mut dyn Write) -> std::io::Result<()>| {
         std::fs::File::create(path)
-            .map(std::io::BufWriter::new)
+            .and_then(|f| flushed(&mut std::io::BufWriter::new(f), |w| what(w)))
             .map_err(|e| format!("cannot write {}: {e}", path.display()))
     };
     if let Some(path) = &out.json {
-        json::write(&mut create(path)?, report)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if let Err(e) = to_file(path, &|mut w| json::write(&mut w, report)) {
+            failures.push(e);
+        }
     }
     if let Some(path) = &out.timeline_csv {
-        csv::write_timeline(&mut create(path)?, &report.timeline)
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        if let Err(e) = to_file(path, &|mut w| csv::write_timeline(&mut w, &report.timeline)) {
+            failures.push(e);
+        }
     }
     if let Some(path) = &out.log {
         let line = json::log_line(report, std::time::SystemTime::now());
-        std::fs::OpenOptions::new()
+        let appended = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-            .and_then(|mut f| writeln!(f, "{line}"))
-            .map_err(|e| format!("cannot append to {}: {e}", path.display()))?;
+            .and_then(|mut f| writeln!(f, "{line}"));
+        if let Err(e) = appended {
+            failures.push(format!("cannot append to {}: {e}", path.display()));
+        }
+    }
+    failures
+}
+
+/// `write` into `w`, then flush it.
+fn flushed<W: Write>(
+    w: &mut W,
+    write: impl FnOnce(&mut W) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    write(w)?;
+    w.flush()
+}
+
+/// The signal that stopped the run: the exit code is 128 + it.
+static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+/// Ctrl-C (SIGINT) and SIGTERM (`timeout`, systemd, Kubernetes) both stop the run, which then
+/// reports what it measured; a second one of either exits at once. signal-hook rather than
+/// the ctrlc crate's `termination` feature: that one runs a single handler for SIGINT,
+/// SIGTERM and SIGHUP without saying which arrived, so the exit code could not tell them
+/// apart (and a hang-up would stop the run too).
+fn on_stop_signals() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    for sig in [SIGINT, SIGTERM] {
+        let action = move || {
+            // The first signal names the exit code; it is set before the run can see the stop.
+            let _ = STOP_SIGNAL.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
+            if crate::engine::INTERRUPTED.swap(true, Ordering::SeqCst) {
+                signal_hook::low_level::exit(128 + sig);
+            }
+        };
+        // SAFETY: the action only uses atomics and `_exit`, which are async-signal-safe.
+        unsafe { signal_hook::low_level::register(sig, action) }?;
     }
     Ok(())
 }
@@ -240,9 +302,47 @@ pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// A command line clap refused, in two lines rather than clap's five to eight: what is
+/// wrong (naming the option and its form), then one hint (clap's tip or the accepted
+/// values, else where to look). Help and version go out as clap renders them.
+fn cli_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        // A closed stdout is not an error worth a word here.
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    let text = e.render().to_string();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let what = lines.next().unwrap_or("invalid command line");
+    let what = what.strip_prefix("error: ").unwrap_or(what);
+    // "the following required arguments were not provided:" names them on the next line.
+    let what = match (what.ends_with(':'), lines.clone().next()) {
+        (true, Some(next)) if !next.starts_with("Usage:") => {
+            lines.next();
+            format!("{what} {next}")
+        }
+        _ => what.to_string(),
+    };
+    let hint = lines
+        .find(|l| l.starts_with("tip:") || l.starts_with("[possible values"))
+        .map(|l| l.trim_start_matches("tip:").trim().to_string())
+        .unwrap_or_else(|| "see `blast --help`".to_string());
+    eprintln!("blast: {what}");
+    fail(2, hint)
+}
+
 /// Parse the command line and do what it says.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return cli_error(e),
+    };
     match &cli.command {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),

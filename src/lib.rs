@@ -36,9 +36,23 @@ pub fn run(
     let run = engine::Run::start(plan)?;
     let due = plan.rate.as_ref().map(|spec| spec.due(plan.run_for));
     let mut agg = Aggregator::new(plan.cores, plan.interval, due);
-    // Every shard holds a sender until it ends: when all are gone, nothing more comes.
+    // Every shard holds a sender until it ends: when all are gone, nothing more comes. A
+    // shard that panicked may hold its sender for ever: its alarm ends the wait instead
+    // (and `join` reports the panic).
+    let mut panicked = run.panicked.clone();
     while !agg.all_done() {
-        let Ok(snap) = run.snapshots.recv() else {
+        let snap = crossbeam_channel::select! {
+            recv(run.snapshots) -> snap => snap,
+            recv(panicked) -> alarm => match alarm {
+                Ok(_) => break,
+                // Every shard ended without a panic: only snapshots are left to read.
+                Err(_) => {
+                    panicked = crossbeam_channel::never();
+                    continue;
+                }
+            },
+        };
+        let Ok(snap) = snap else {
             break;
         };
         for row in agg.push(snap) {

@@ -31,6 +31,9 @@ pub const DEFAULT_SLACK: Duration = Duration::from_micros(150);
 /// A larger slack would make a schedule meaningless at the rates it is for.
 const MAX_SLACK: Duration = Duration::from_millis(10);
 const DEFAULT_PROMPTS: &str = "short";
+/// The longest duration any option takes: a run, a timeout or a period longer than this is a
+/// typo, and bounding them keeps every `Instant + duration` in the engine from overflowing.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// Deeper pipelines only queue requests in the server's socket buffer.
 const MAX_PIPELINE: usize = 1024;
@@ -173,6 +176,41 @@ pub struct Target {
     pub path: String,
     /// `Host` header value.
     pub authority: String,
+    /// `Authorization` header value from the URL's `user:password@`, as curl sends it.
+    pub basic_auth: Option<String>,
+}
+
+/// `%XX` escapes decoded (the URL parser leaves user info escaped); anything else as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if let (b'%', Some(h), Some(l)) = (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// The URL as results show it: a password in it is masked.
+fn without_password(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
 }
 
 pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
@@ -209,20 +247,35 @@ pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
         Some(p) => format!("{host_text}:{p}"),
         None => host_text,
     };
+    let basic_auth = (!url.username().is_empty() || url.password().is_some()).then(|| {
+        use base64::Engine;
+        let mut cred = percent_decode(url.username());
+        cred.push(b':');
+        cred.extend(percent_decode(url.password().unwrap_or("")));
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(cred)
+        )
+    });
     Ok(Target {
         host,
         port,
         path,
         authority,
+        basic_auth,
     })
 }
 
 pub fn parse_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
-    humantime::parse_duration(raw.trim()).map_err(|e| {
+    let d = humantime::parse_duration(raw.trim()).map_err(|e| {
         PlanError(format!(
             "{what}: cannot read {raw:?} as a duration ({e}); try 500ms, 10s or 2m"
         ))
-    })
+    })?;
+    if d > MAX_DURATION {
+        return err(format!("{what} {raw}: at most a year (365d)"));
+    }
+    Ok(d)
 }
 
 fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
@@ -421,11 +474,28 @@ impl Spec {
             return err("--interval must be at least 10ms");
         }
 
-        let header_fields = args
+        let mut header_fields = args
             .headers
             .iter()
             .map(|h| request::parse_header(h).map_err(PlanError))
             .collect::<Result<Vec<_>, _>>()?;
+        let given = |name: &str| {
+            header_fields
+                .iter()
+                .any(|(n, _): &(String, String)| n.eq_ignore_ascii_case(name))
+        };
+        // blast frames every body with its own Content-Length: a Transfer-Encoding would
+        // contradict it, and so would a Content-Length other than the body's (checked once
+        // the body is read).
+        if given("transfer-encoding") {
+            return err(
+                "-H Transfer-Encoding: blast sends bodies with a Content-Length; drop the header",
+            );
+        }
+        // A user's own Authorization wins over the URL's user info.
+        if let (Some(auth), false) = (&target.basic_auth, given("authorization")) {
+            header_fields.push(("Authorization".to_string(), auth.clone()));
+        }
         let body = match (&args.body, &args.body_file) {
             (Some(b), _) => Body::Bytes(b.clone().into_bytes()),
             (None, Some(path)) => Body::File(path.clone()),
@@ -465,6 +535,9 @@ impl Spec {
             None => None,
         };
         let llm = api.map(|api| llm_spec(args, api)).transpose()?;
+        if llm.is_some() && content_length(&header_fields).is_some() {
+            return err("-H Content-Length: --api bodies vary in length and blast sets it for each; drop the header");
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -474,7 +547,7 @@ impl Spec {
             log: args.log.clone(),
         };
         Ok(Spec {
-            url: raw_url.to_string(),
+            url: without_password(raw_url),
             target,
             method,
             cpus,
@@ -509,6 +582,14 @@ impl Spec {
                 bytes
             }
         };
+        if let Some(given) = content_length(&self.header_fields) {
+            if given.trim().parse::<usize>().ok() != Some(body.len()) {
+                return err(format!(
+                    "-H Content-Length: {given} contradicts the {}-byte body; drop the header (blast sets it)",
+                    body.len()
+                ));
+            }
+        }
         let method = match self.method {
             Some(m) => m,
             None if !body.is_empty() || self.llm.is_some() => "POST".to_string(),
@@ -589,6 +670,14 @@ impl Plan {
 
 /// An output file must be creatable: its directory has to exist (checked before the run,
 /// so that a typo does not cost the whole run).
+/// The value of a user-given `Content-Length` header.
+fn content_length(headers: &[(String, String)]) -> Option<&str> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.as_str())
+}
+
 fn check_writable_dir(path: &std::path::Path) -> Result<(), PlanError> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -753,6 +842,12 @@ fn rate_spec(args: &RunArgs) -> Result<Option<RateSpec>, PlanError> {
     if let Some(stages) = &args.stages {
         let stages =
             schedule::parse_stages(stages).map_err(|e| PlanError(format!("--stages: {e}")))?;
+        let total = stages
+            .iter()
+            .fold(Duration::ZERO, |acc, st| acc.saturating_add(st.duration));
+        if total > MAX_DURATION {
+            return err("--stages: the stages last more than a year (365d) in all");
+        }
         return Ok(spec(args.rate.unwrap_or(0.0), Pattern::Stages(stages)));
     }
     if let Some(r) = args.rate {
@@ -809,6 +904,24 @@ fn rate_spec(args: &RunArgs) -> Result<Option<RateSpec>, PlanError> {
 mod tests {
     use super::*;
     use clap::Parser;
+
+    #[test]
+    fn url_user_info_becomes_basic_auth() {
+        let auth = |u: &str| parse_url(u).unwrap().basic_auth;
+        assert_eq!(auth("http://h/"), None);
+        // base64("Aladdin:open sesame"), the RFC 7617 example.
+        assert_eq!(
+            auth("http://Aladdin:open%20sesame@h/").as_deref(),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        assert_eq!(auth("http://u@h/").as_deref(), Some("Basic dTo="));
+        assert_eq!(percent_decode("a%3a%zz%4"), b"a:%zz%4");
+        assert_eq!(
+            without_password("http://u:secret@h:1/p"),
+            "http://u:***@h:1/p"
+        );
+        assert_eq!(without_password("http://h/p"), "http://h/p");
+    }
 
     #[test]
     fn urls() {
@@ -971,6 +1084,70 @@ mod tests {
                 "--pattern ramp with --requests needs --ramp-over",
             ),
             (&["-H", "nocolon", URL], "has no colon"),
+            (
+                &["--timeout", "10000000000000000000s", URL],
+                "--timeout 10000000000000000000s: at most a year",
+            ),
+            (
+                &["--connect-timeout", "366d", URL],
+                "--connect-timeout 366d: at most a year",
+            ),
+            (
+                &["--interval", "400d", URL],
+                "--interval 400d: at most a year",
+            ),
+            (
+                &["-d", "18446744073709551615s", URL],
+                "--duration 18446744073709551615s: at most a year",
+            ),
+            (
+                &["--rate", "5", "--slack", "10000000000000000000s", URL],
+                "--slack 10000000000000000000s: at most a year",
+            ),
+            (
+                &["--pattern", "burst", "--burst-every", "9999999999999s", URL],
+                "--burst-every 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "ramp",
+                    "--rate",
+                    "5",
+                    "--ramp-over",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--ramp-over 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "spike",
+                    "--rate",
+                    "5",
+                    "--spike-every",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--spike-every 9999999999999s: at most a year",
+            ),
+            (
+                &[
+                    "--pattern",
+                    "chaos",
+                    "--rate",
+                    "5",
+                    "--chaos-max-hold",
+                    "9999999999999s",
+                    URL,
+                ],
+                "--chaos-max-hold 9999999999999s: at most a year",
+            ),
+            (
+                &["--stages", "200d:5,200d:9", URL],
+                "--stages: the stages last more than a year",
+            ),
             (
                 &["-m", "G T", URL],
                 "--method \"G T\" is not a valid HTTP method",

@@ -805,6 +805,13 @@ impl Due {
         n
     }
 
+    /// Bursts (not requests) due in [0, t).
+    fn burst_count_before(&self, t: Duration) -> u64 {
+        self.bursts.map_or(0, |(every_ns, _)| {
+            u64::try_from(t.as_nanos().div_ceil(every_ns)).unwrap_or(u64::MAX)
+        })
+    }
+
     fn bursts_before(&self, t: Duration) -> f64 {
         // The bursts at k·every < t.
         self.bursts.map_or(0.0, |(every_ns, size)| {
@@ -981,6 +988,60 @@ impl Schedule {
         let d = d.max(self.last);
         self.last = d;
         Some(d)
+    }
+}
+
+impl Schedule {
+    /// Drop every send of this shard's schedule due before `t` without walking them one by
+    /// one, and say how many there were: for a backlog that can no longer be sent, whose
+    /// size grows with rate x duration. `due` must be the same spec's `RateSpec::due(None)`
+    /// (it is kept between calls so that a chaos curve is walked once); exact for uniform
+    /// arrivals, the expected count for Poisson ones (whose gaps are memoryless, so the
+    /// schedule goes on from `t` as if it had been walked).
+    pub fn skip_before(&mut self, t: Duration, due: &mut Due) -> u64 {
+        let mut skipped = 0;
+        if let Some(b) = &mut self.bursts {
+            let first_kept = due.burst_count_before(t);
+            if b.index < first_kept {
+                skipped += b.left + (first_kept - b.index - 1).saturating_mul(b.share);
+                b.index = first_kept;
+                b.left = b.share;
+            }
+        }
+        if self.rate_done {
+            return skipped;
+        }
+        // A drawn send that is not before `t` stays; the rest of the rate-driven sends
+        // before `t` go.
+        if self.pending.is_some_and(|d| d >= t) {
+            return skipped;
+        }
+        let lambda = due.rate_before(t);
+        match &mut self.draw {
+            Draw::Uniform { k, phase } => {
+                // This shard's sends are the run's `k·stride + phase` (see `next_rate_send`);
+                // those below the run's count before `t` are due before it. A pending send
+                // was drawn (k advanced) but not taken.
+                let taken = *k - u64::from(self.pending.is_some());
+                let below = ((lambda - *phase) / self.stride).ceil().max(0.0) as u64;
+                if below > taken {
+                    skipped += below - taken;
+                    *k = below;
+                    self.pending = None;
+                }
+            }
+            Draw::Poisson { acc, .. } => {
+                // `acc` is the last drawn send's place in Λ: the pending one's, if any.
+                if self.pending.take().is_some() {
+                    skipped += 1;
+                }
+                if lambda > *acc {
+                    skipped += ((lambda - *acc) / self.stride).round() as u64;
+                    *acc = lambda;
+                }
+            }
+        }
+        skipped
     }
 }
 
@@ -1542,6 +1603,57 @@ mod tests {
         v.extend((0..100).map(|_| Duration::from_nanos(rng.below(nanos(run)))));
         v.sort();
         v
+    }
+
+    #[test]
+    fn skip_before_drops_exactly_the_sends_a_walk_would() {
+        let run = Duration::from_secs(3);
+        for s in every_pattern() {
+            for shards in [1, 3] {
+                for shard in 0..shards {
+                    let walked = sends(&s, shard, shards, run);
+                    for cut in [0, 1, walked.len() / 3, walked.len() / 2] {
+                        let Some(&at) = walked.get(cut) else { continue };
+                        // Take `cut / 2` sends, then skip everything before `at`, where the
+                        // walk's send `cut` is: the schedule goes on from that very send.
+                        let mut sched = Schedule::new(&s, shard, shards);
+                        let mut due = s.due(None);
+                        for _ in 0..cut / 2 {
+                            sched.next();
+                        }
+                        let first = walked.partition_point(|x| *x < at);
+                        let skipped = sched.skip_before(at, &mut due);
+                        let ctx = format!("{:?} shard {shard}/{shards} cut {cut}", s.pattern);
+                        // (Taken sends may reach past `at` when several share its time: a burst.)
+                        assert_eq!(skipped as usize, first.saturating_sub(cut / 2), "{ctx}");
+                        assert_eq!(sched.next(), Some(walked[first.max(cut / 2)]), "{ctx}");
+                        // Nothing more to drop before the same time.
+                        assert_eq!(sched.skip_before(at, &mut due), 0, "{ctx}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn skip_before_costs_nothing_like_the_walk_it_saves() {
+        // A billion sends a second, a minute behind: skipped at once.
+        let s = spec(1e9, Pattern::Constant);
+        let mut sched = Schedule::new(&s, 1, 2);
+        let mut due = s.due(None);
+        assert_eq!(sched.next(), Some(Duration::from_nanos(1)));
+        let skipped = sched.skip_before(Duration::from_secs(60), &mut due);
+        assert_eq!(skipped, 30_000_000_000 - 1);
+        assert_eq!(
+            sched.next(),
+            Some(Duration::from_secs(60) + Duration::from_nanos(1))
+        );
+        // Poisson: about the expected count.
+        let mut sched = Schedule::new(&poisson(s.clone()), 0, 2);
+        let mut due = poisson(s).due(None);
+        let skipped = sched.skip_before(Duration::from_secs(60), &mut due) as f64;
+        assert!((skipped / 30e9 - 1.0).abs() < 1e-6, "{skipped}");
+        assert!(sched.next().is_some_and(|d| d >= Duration::from_secs(60)));
     }
 
     #[test]

@@ -916,7 +916,8 @@ fn scenario_with_a_bad_override_is_bad_input() {
 // 8. Bad input
 // ---------------------------------------------------------------------------------------
 
-/// Exit 2 with one `blast: ` line, or clap's own usage error (also exit 2); no panic.
+/// Exit 2 with one `blast: ` line, or a command-line error (what is wrong, then a hint:
+/// two `blast: ` lines, also exit 2); no panic.
 fn assert_bad_input(out: &std::process::Output, what: &str) {
     let err = stderr_of(out);
     assert_eq!(
@@ -928,7 +929,8 @@ fn assert_bad_input(out: &std::process::Output, what: &str) {
     assert!(!err.contains("panicked"), "{what}: {err}");
     let err = err.trim_end();
     let one_line_of_ours = err.starts_with("blast: ") && !err.contains('\n');
-    let clap_usage_error = err.starts_with("error: ");
+    let clap_usage_error =
+        err.lines().count() == 2 && err.lines().all(|l| l.starts_with("blast: "));
     assert!(
         one_line_of_ours || clap_usage_error,
         "{what}: not one `blast: ` line:\n{err}"

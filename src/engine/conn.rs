@@ -252,7 +252,7 @@ impl Conn {
         match ticket.intended {
             Some(at) if now.saturating_duration_since(at) <= LATE_GRACE => false,
             Some(_) => {
-                self.shard.counters.borrow_mut().missed += 1;
+                self.shard.miss(now - LATE_GRACE);
                 true
             }
             None => true,

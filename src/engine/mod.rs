@@ -84,7 +84,26 @@ impl Deref for ShardSetup {
 pub struct Run {
     pub start: Instant,
     pub snapshots: Receiver<Snapshot>,
+    /// A shard's index arrives here when it panicked: its snapshot sender may never be
+    /// dropped (its tasks can outlive the unwinding), so the aggregator must not wait for it.
+    pub panicked: Receiver<usize>,
     shards: Vec<(usize, Pinned<()>)>,
+}
+
+/// Lives in a shard's root future, which unwinding drops: tells the main thread that the
+/// shard panicked, and stops the other shards (the run failed, their work is moot).
+struct PanicAlarm {
+    id: usize,
+    tx: crossbeam_channel::Sender<usize>,
+}
+
+impl Drop for PanicAlarm {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            INTERRUPTED.store(true, Ordering::Relaxed);
+            let _ = self.tx.send(self.id);
+        }
+    }
 }
 
 impl Run {
@@ -93,6 +112,7 @@ impl Run {
     pub fn start(plan: &Arc<Plan>) -> Result<Run, EngineError> {
         let (snap_tx, snapshots) = crossbeam_channel::unbounded();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
+        let (panic_tx, panicked) = crossbeam_channel::unbounded();
         let work = plan
             .cpus
             .iter()
@@ -100,17 +120,27 @@ impl Run {
             .map(|(id, &cpu)| {
                 let setup = ShardSetup::new(plan, id);
                 let (tx, go) = (snap_tx.clone(), go_rx.clone());
+                let alarm = PanicAlarm {
+                    id,
+                    tx: panic_tx.clone(),
+                };
                 // Each shard waits, on its runtime but before any I/O, for the common start;
                 // a start that was called off (the sender dropped) ends it.
                 let main = move || async move {
+                    let _alarm = alarm;
                     if let Ok(start) = go.recv() {
+                        // Lets the tests check that a panicking shard ends the run.
+                        #[cfg(debug_assertions)]
+                        if std::env::var_os("BLAST_TEST_SHARD_PANIC").is_some() {
+                            panic!("BLAST_TEST_SHARD_PANIC is set");
+                        }
                         shard::run(setup, start, tx).await;
                     }
                 };
                 (cpu, main)
             })
             .collect();
-        drop((snap_tx, go_rx));
+        drop((snap_tx, go_rx, panic_tx));
         let threads = rt::start_pinned(SHARD_THREAD, work)?;
         let start = Instant::now();
         for _ in 0..threads.len() {
@@ -119,6 +149,7 @@ impl Run {
         Ok(Run {
             start,
             snapshots,
+            panicked,
             shards: plan.cpus.iter().copied().zip(threads).collect(),
         })
     }

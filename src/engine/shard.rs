@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 
 use super::{conn, interrupted, ShardSetup};
 use crate::rt::{self, sync::Cancel, sync::Semaphore};
-use crate::schedule::Schedule;
+use crate::schedule::{Due, Schedule};
 use crate::stats::{Counters, Hists, Snapshot};
 
 /// Why the shard cut a connection's request short from the outside.
@@ -58,6 +58,8 @@ pub(crate) struct Shard {
     /// Open loop: this shard's share of the schedule, and its next send time once looked at.
     schedule: Option<RefCell<Schedule>>,
     peeked: Cell<Option<Instant>>,
+    /// Open loop: counts the backlog that `miss` drops (made at its first use).
+    due: RefCell<Option<Due>>,
     /// `--max-in-flight`: permits for requests in flight on this shard.
     cap: Option<Semaphore>,
     next_template: Cell<u32>,
@@ -122,6 +124,36 @@ impl Shard {
         let wrapped = next as usize == self.setup.requests.len();
         self.next_template.set(if wrapped { 0 } else { next });
         Some(Ticket { template, intended })
+    }
+
+    /// A ticket taken after the end was too late to send: count it as missed, and with it
+    /// every other send of the schedule due before `before` (and before the end), which
+    /// would be just as late. They are counted, not walked: a backlog can hold rate x
+    /// duration sends, and walking it would keep the core busy long after the run.
+    pub fn miss(&self, before: Instant) {
+        // Besides the ticket itself (taken, so already paid for from the budget).
+        let mut more = 0;
+        if let (Some(schedule), Some(spec)) = (&self.schedule, &self.setup.rate) {
+            let until = self.end.map_or(before, |end| end.min(before));
+            if self.peeked.get().is_some_and(|at| at < until) {
+                // Drawn already: one of those due before `until`.
+                self.peeked.set(None);
+                more += 1;
+            }
+            let mut due = self.due.borrow_mut();
+            let due = due.get_or_insert_with(|| spec.due(None));
+            let offset = until.saturating_duration_since(self.start);
+            more += schedule.borrow_mut().skip_before(offset, due);
+        }
+        if let Some(left) = self.budget.get() {
+            // A count run would never have taken more tickets than it has left.
+            more = more.min(left);
+            self.budget.set(Some(left - more));
+        }
+        let len = self.setup.requests.len() as u64;
+        let next = (u64::from(self.next_template.get()) + more % len) % len;
+        self.next_template.set(next as u32);
+        self.counters.borrow_mut().missed += 1 + more;
     }
 
     /// No schedule: requests go out as fast as responses come back.
@@ -193,6 +225,7 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
             .as_ref()
             .map(|spec| RefCell::new(Schedule::new(spec, setup.id, setup.shards))),
         peeked: Cell::new(None),
+        due: RefCell::new(None),
         cap: setup.max_in_flight.map(Semaphore::new),
         next_template: Cell::new(0),
         stopping: Cell::new(false),

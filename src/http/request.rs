@@ -68,6 +68,13 @@ pub fn parse_header(raw: &str) -> Result<(String, String), String> {
     if value.bytes().any(|b| b == b'\r' || b == b'\n') {
         return Err(format!("header {raw:?} contains a line break"));
     }
+    // Sent raw, a control byte corrupts the request or is refused by the server (RFC 9110
+    // allows only tabs among them in a field value).
+    if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!(
+            "header {raw:?} contains a control character (only tabs are allowed in a value)"
+        ));
+    }
     Ok((name.to_string(), value.to_string()))
 }
 
