@@ -16,6 +16,10 @@ use crate::mock::server::Core;
 use crate::mock::stats::{CoreStats, Route, Ticket};
 use crate::rt;
 
+/// Length of Ollama's `created_at` (RFC 3339 with nanoseconds has a fixed width), so a
+/// pre-rendered chunk can be re-stamped in place.
+const STAMP_LEN: usize = "2024-01-01T00:00:00.000000000Z".len();
+
 /// `base + offset + step * n`, saturating at a year away (absurd delays must not panic).
 fn deadline(base: Instant, offset: Duration, step: Duration, n: u32) -> Instant {
     step.checked_mul(n)
@@ -111,7 +115,11 @@ impl Conn {
             let w = WORDS.len();
             // Ollama stamps every chunk: the time is formatted again only after a wait,
             // so a zero-delay stream costs no clock reads per token.
-            let mut now_at = stamp.created_at.clone().into_bytes();
+            let mut now_at = [0u8; STAMP_LEN];
+            let stamped = !self.ts.is_empty() && stamp.created_at.len() == STAMP_LEN;
+            if stamped {
+                now_at.copy_from_slice(stamp.created_at.as_bytes());
+            }
             let mut waited = false;
             for i in 0..spec.tokens {
                 waited |= self.pace(deadline(t_gen, ttft, step, i)).await?;
@@ -124,17 +132,16 @@ impl Conn {
                 let (a, b) = (self.offs[k], self.offs[k + 1]);
                 let base = self.out.len();
                 self.out.extend_from_slice(&self.tok[a..b]);
-                if let Some(&at) = self.ts.get(k) {
+                if stamped {
                     if waited {
                         let t = created_at(spec.api);
-                        // RFC 3339 with nanoseconds has a fixed width.
-                        if t.len() == now_at.len() {
-                            now_at = t.into_bytes();
+                        if t.len() == STAMP_LEN {
+                            now_at.copy_from_slice(t.as_bytes());
                         }
                         waited = false;
                     }
-                    let p = base + at - a;
-                    self.out[p..p + now_at.len()].copy_from_slice(&now_at);
+                    let p = base + self.ts[k] - a;
+                    self.out[p..p + STAMP_LEN].copy_from_slice(&now_at);
                 }
                 stats.add_tokens(1);
                 if self.out.len() >= FLUSH_AT {
