@@ -113,8 +113,10 @@ impl Conn {
             count(core, route, 200);
             let mut first_at = None;
             let w = WORDS.len();
-            // Ollama stamps every chunk: the time is formatted again only after a wait,
-            // so a zero-delay stream costs no clock reads per token.
+            // Ollama stamps every chunk. With a token delay each token reads the clock
+            // (late ones too, which a sleep would not tell); a zero-delay stream only
+            // after a wait or a flush, so it costs no clock read per token.
+            let paced = !step.is_zero();
             let mut now_at = [0u8; STAMP_LEN];
             let stamped = !self.ts.is_empty() && stamp.created_at.len() == STAMP_LEN;
             if stamped {
@@ -122,7 +124,7 @@ impl Conn {
             }
             let mut waited = false;
             for i in 0..spec.tokens {
-                waited |= self.pace(deadline(t_gen, ttft, step, i)).await?;
+                waited |= self.pace(deadline(t_gen, ttft, step, i)).await? || paced;
                 if i == 0 {
                     first_at = Some(Instant::now());
                     // OpenAI chat's role-only chunk, empty for the other APIs.
