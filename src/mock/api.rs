@@ -124,7 +124,7 @@ pub(crate) enum Reject {
 }
 
 /// Ollama resolves a bare name to `:latest`, so `llama3.2` and `llama3.2:latest` match.
-fn model_known(models: &[String], name: &str) -> bool {
+pub(crate) fn model_known(models: &[String], name: &str) -> bool {
     let bare = |s: &str| {
         s.strip_suffix(":latest")
             .map(str::to_string)
@@ -134,25 +134,33 @@ fn model_known(models: &[String], name: &str) -> bool {
     models.iter().any(|m| bare(m) == name)
 }
 
+/// The named model, if it is one the server knows.
+fn known_model(model: Option<Cow<str>>, models: Option<&[String]>) -> Result<String, Reject> {
+    let model = match model {
+        Some(m) if !m.is_empty() => m.into_owned(),
+        _ => return Err(Reject::ModelRequired),
+    };
+    match models {
+        Some(models) if !model_known(models, &model) => Err(Reject::UnknownModel(model)),
+        _ => Ok(model),
+    }
+}
+
+fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, Reject> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(Reject::MissingBody);
+    }
+    serde_json::from_slice(body).map_err(|e| Reject::BadJson(e.to_string()))
+}
+
 pub(crate) fn parse_gen(
     api: Api,
     body: &[u8],
     default_tokens: u32,
     models: Option<&[String]>,
 ) -> Result<GenSpec, Reject> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(Reject::MissingBody);
-    }
-    let b: Body = serde_json::from_slice(body).map_err(|e| Reject::BadJson(e.to_string()))?;
-    let model = match b.model {
-        Some(m) if !m.is_empty() => m.into_owned(),
-        _ => return Err(Reject::ModelRequired),
-    };
-    if let Some(models) = models {
-        if !model_known(models, &model) {
-            return Err(Reject::UnknownModel(model));
-        }
-    }
+    let b: Body = parse_json(body)?;
+    let model = known_model(b.model, models)?;
     let limit = if api.is_ollama() {
         b.options.and_then(|o| o.num_predict)
     } else {
@@ -173,6 +181,92 @@ pub(crate) fn parse_gen(
         limited,
         prompt_tokens: text.div_ceil(4).max(1),
         include_usage: b.stream_options.is_some_and(|o| o.include_usage),
+    })
+}
+
+/// `/api/show`: the model (`model`, or the older `name`).
+#[derive(Deserialize)]
+struct ShowBody<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+}
+
+pub(crate) fn parse_show(body: &[u8], models: Option<&[String]>) -> Result<String, Reject> {
+    let b: ShowBody = parse_json(body)?;
+    known_model(b.model.or(b.name), models)
+}
+
+/// The inputs an embedding request may carry: text, texts, or token ids (OpenAI).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Input {
+    One(String),
+    Many(Vec<String>),
+    Ids(Vec<i64>),
+    IdLists(Vec<Vec<i64>>),
+}
+
+#[derive(Deserialize)]
+struct EmbedBody<'a> {
+    #[serde(borrow)]
+    model: Option<Cow<'a, str>>,
+    input: Option<Input>,
+    /// `/api/embeddings` takes one `prompt`.
+    prompt: Option<String>,
+    dimensions: Option<u32>,
+    encoding_format: Option<String>,
+}
+
+/// Default length of a mock embedding: small, so large batches stay cheap.
+pub(crate) const EMBED_DIM: usize = 32;
+/// Largest `dimensions` a request may ask for.
+pub(crate) const MAX_EMBED_DIM: u32 = 4096;
+
+/// An embedding request: one vector per input.
+#[derive(Debug)]
+pub(crate) struct EmbedSpec {
+    pub model: String,
+    pub inputs: Vec<String>,
+    pub dims: usize,
+    /// OpenAI `encoding_format: "base64"`: little-endian f32s, base64-encoded.
+    pub base64: bool,
+    pub prompt_tokens: u64,
+}
+
+pub(crate) fn parse_embed(body: &[u8], models: Option<&[String]>) -> Result<EmbedSpec, Reject> {
+    let b: EmbedBody = parse_json(body)?;
+    let model = known_model(b.model, models)?;
+    let ids = |v: &[i64]| {
+        v.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let inputs = match (b.input, b.prompt) {
+        (Some(Input::One(s)), _) | (None, Some(s)) => vec![s],
+        (Some(Input::Many(v)), _) => v,
+        (Some(Input::Ids(v)), _) => vec![ids(&v)],
+        (Some(Input::IdLists(v)), _) => v.iter().map(|l| ids(l)).collect(),
+        (None, None) => Vec::new(),
+    };
+    let dims = match b.dimensions {
+        Some(d) if (1..=MAX_EMBED_DIM).contains(&d) => d as usize,
+        Some(d) => {
+            return Err(Reject::BadJson(format!(
+                "dimensions {d}: want 1 to {MAX_EMBED_DIM}"
+            )))
+        }
+        None => EMBED_DIM,
+    };
+    let text: u64 = inputs.iter().map(|s| s.len() as u64).sum();
+    Ok(EmbedSpec {
+        model,
+        dims,
+        base64: b.encoding_format.as_deref() == Some("base64"),
+        prompt_tokens: text.div_ceil(4).max(inputs.len() as u64),
+        inputs,
     })
 }
 
@@ -242,5 +336,33 @@ mod tests {
         );
         assert_eq!(p(r#"{"model":"qwen:7b"}"#), Ok("qwen:7b".into()));
         assert!(p(r#"{"model":"qwen"}"#).is_err());
+    }
+
+    #[test]
+    fn show_and_embed_bodies() {
+        let models = ["llama3.2".to_string()];
+        assert_eq!(
+            parse_show(br#"{"name":"llama3.2"}"#, Some(&models)),
+            Ok("llama3.2".into())
+        );
+        assert_eq!(
+            parse_show(br#"{"model":"x"}"#, Some(&models)),
+            Err(Reject::UnknownModel("x".into()))
+        );
+        let e = parse_embed(br#"{"model":"m","input":["a","bcd"]}"#, None).unwrap();
+        assert_eq!((e.inputs.len(), e.dims, e.base64), (2, EMBED_DIM, false));
+        let e = parse_embed(br#"{"model":"m","prompt":"hello"}"#, None).unwrap();
+        assert_eq!(e.inputs, ["hello"]);
+        let e = parse_embed(
+            br#"{"model":"m","input":[[1,2],[3]],"encoding_format":"base64","dimensions":8}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!((e.inputs.len(), e.dims, e.base64), (2, 8, true));
+        assert!(parse_embed(br#"{"model":"m","input":"x","dimensions":0}"#, None).is_err());
+        assert_eq!(
+            parse_embed(b" ", None).map(|e| e.model),
+            Err(Reject::MissingBody)
+        );
     }
 }

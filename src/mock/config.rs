@@ -13,9 +13,10 @@ pub struct MockArgs {
     /// Address to listen on; port 0 picks a free port
     #[arg(long, default_value = "127.0.0.1:11434")]
     pub listen: String,
-    /// Executors to run, one pinned thread per CPU
-    #[arg(long, default_value_t = 1)]
-    pub cores: usize,
+    /// Executors to run, one pinned thread per CPU [default: every CPU the process may use,
+    /// as for the load test]
+    #[arg(long)]
+    pub cores: Option<usize>,
     /// Tokens per answer, unless the request sets num_predict / max_tokens
     #[arg(long, default_value_t = 32)]
     pub tokens: u32,
@@ -40,9 +41,17 @@ pub struct MockArgs {
     /// End OpenAI streams without `data: [DONE]` (like Llama Stack)
     #[arg(long)]
     pub no_done: bool,
-    /// Seed of the --error-rate draws
+    /// Seed of the --error-rate draws and of the embedding vectors
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Close a connection whose request head is not complete this long after its first
+    /// byte (slow or stalled clients); 0s waits forever
+    #[arg(long, default_value = "10s")]
+    pub header_timeout: String,
+    /// Close a connection idle this long between requests, or stalled inside a request
+    /// body; 0s waits forever
+    #[arg(long, default_value = "120s")]
+    pub idle_timeout: String,
 }
 
 /// A validated configuration (see `MockArgs` for the meaning of each field).
@@ -60,6 +69,10 @@ pub struct MockConfig {
     pub seed: u64,
     pub models: Option<Vec<String>>,
     pub no_done: bool,
+    /// Zero: no limit.
+    pub header_timeout: Duration,
+    /// Zero: no limit.
+    pub idle_timeout: Duration,
 }
 
 impl MockConfig {
@@ -77,6 +90,8 @@ impl MockConfig {
             seed: 1,
             models: None,
             no_done: false,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
         }
     }
 }
@@ -154,16 +169,20 @@ impl MockArgs {
                 Some(list)
             }
         };
-        if self.cores == 0 {
+        let header_timeout = parse_duration("--header-timeout", &self.header_timeout)?;
+        let idle_timeout = parse_duration("--idle-timeout", &self.idle_timeout)?;
+        // Like the load test: every CPU this process may use unless told otherwise.
+        let cores = self.cores.unwrap_or(cpus.len());
+        if cores == 0 {
             return Err(MockError::NoCores);
         }
-        if self.cores > cpus.len() {
+        if cores > cpus.len() {
             return Err(MockError::TooManyCores {
-                cores: self.cores,
+                cores,
                 available: cpus.len(),
             });
         }
-        let cpus = cpus.into_iter().take(self.cores).collect();
+        let cpus = cpus.into_iter().take(cores).collect();
         Ok(MockConfig {
             tokens: self.tokens,
             ttft,
@@ -174,6 +193,8 @@ impl MockArgs {
             seed: self.seed,
             models,
             no_done: self.no_done,
+            header_timeout,
+            idle_timeout,
             ..MockConfig::new(listen, cpus)
         })
     }

@@ -11,12 +11,15 @@ use std::time::{Duration, Instant};
 
 use futures_lite::future::or;
 
-use super::api::{parse_gen, GenSpec, Reject};
+use super::api::{model_known, parse_embed, parse_gen, parse_show, GenSpec, Reject};
 use super::http::{
     decode_chunked, parse_head, scan_chunked, Chunked, Framing, Head, HeadResult, Method,
 };
-use super::render::{json_error, push_metrics, push_response, Canned, ConnMode, JSON};
-use super::server::Core;
+use super::render::{
+    embed_body, error_body, oa_model_body, push_metrics, push_response, show_body,
+    unknown_model_msg, Canned, ConnMode, JSON,
+};
+use super::server::{note_freed, Core};
 use super::stats::Route;
 use crate::rt::{self, Stream};
 
@@ -43,9 +46,11 @@ pub(crate) async fn serve(core: Rc<Core>, stream: Stream) {
         out: Vec::with_capacity(OUT_INIT),
         tok: Vec::new(),
         offs: Vec::new(),
+        ts: Vec::new(),
         scratch: Vec::new(),
         body: Vec::new(),
         continue_sent: false,
+        head_since: None,
     };
     if !core.stopping() {
         let _ = conn.run(&core).await;
@@ -72,50 +77,139 @@ struct Conn {
     /// Pre-rendered token chunks of the current stream (see `render_tokens`).
     tok: Vec<u8>,
     offs: Vec<usize>,
+    /// Where each token chunk's Ollama `created_at` lies in `tok`.
+    ts: Vec<usize>,
     scratch: Vec<u8>,
     /// A decoded chunked request body.
     body: Vec<u8>,
     continue_sent: bool,
+    /// When the first bytes of a still incomplete request head arrived.
+    head_since: Option<Instant>,
+}
+
+/// Gives back a buffer grown past `BUF_KEEP`, and lets the core return the memory to the
+/// system (`server::note_freed`).
+fn shrink<T>(v: &mut Vec<T>) {
+    if v.capacity() > BUF_KEEP {
+        *v = Vec::new();
+        note_freed();
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        let big = [
+            self.buf.capacity(),
+            self.out.capacity(),
+            self.scratch.capacity(),
+            self.body.capacity(),
+        ];
+        if big.into_iter().any(|c| c > BUF_KEEP) {
+            note_freed();
+        }
+    }
 }
 
 fn count(core: &Core, route: Route, status: u16) {
     core.stats().count(route, status);
 }
 
+/// `%XX` escapes decoded (clients may escape a model id's `:` or `/`).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).and_then(|&c| hex(c)),
+            b.get(i + 2).and_then(|&c| hex(c)),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A JSON answer rendered for this request, status first.
+fn push_json(out: &mut Vec<u8>, mode: ConnMode, head_only: bool, status: u16, body: &[u8]) -> u16 {
+    push_response(out, status, JSON, body, mode, "", head_only);
+    status
+}
+
 /// Answers a complete request, unless it is a generation that must be paced (`Generate`).
-fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
+fn dispatch(core: &Core, head: &Head, path: &str, body: &[u8], out: &mut Vec<u8>) -> Next {
     let c = &core.canned;
+    let cfg = &core.cfg;
     let mode = head.mode;
     let head_only = head.method == Method::Head;
+    let oa = head.route.is_openai();
     let canned = |out: &mut Vec<u8>, canned: &Canned, status| {
         canned.push(out, mode, head_only);
         status
     };
+    // A refused request body, in the route's error shape.
+    let rejected = |out: &mut Vec<u8>, r: Reject| match r {
+        Reject::MissingBody => canned(out, c.missing_body.get(oa), 400),
+        Reject::ModelRequired => canned(out, c.model_required.get(oa), 400),
+        Reject::BadJson(e) => push_json(out, mode, false, 400, &error_body(oa, 400, &e)),
+        Reject::UnknownModel(m) => {
+            let msg = match head.route {
+                // Ollama's show (and OpenAI's retrieve, built on it) words it differently.
+                Route::Show | Route::OaModel => format!("model '{m}' not found"),
+                _ => unknown_model_msg(&m),
+            };
+            push_json(out, mode, false, 404, &error_body(oa, 404, &msg))
+        }
+    };
+    let models = cfg.models.as_deref();
     let status = match (head.route, head.method) {
-        (Route::Gen(api), Method::Post) => {
-            let cfg = &core.cfg;
-            match parse_gen(api, body, cfg.tokens, cfg.models.as_deref()) {
-                Ok(spec) => return Next::Generate(spec, mode, head.http10),
-                Err(Reject::MissingBody) => canned(out, &c.missing_body, 400),
-                Err(Reject::ModelRequired) => canned(out, &c.model_required, 400),
-                Err(Reject::BadJson(e)) => {
-                    push_response(out, 400, JSON, &json_error(&e), mode, "", false);
-                    400
+        (Route::Gen(api), Method::Post) => match parse_gen(api, body, cfg.tokens, models) {
+            Ok(spec) => return Next::Generate(spec, mode, head.http10),
+            Err(r) => rejected(out, r),
+        },
+        (Route::Show, Method::Post) => match parse_show(body, models) {
+            Ok(m) => push_json(out, mode, false, 200, &show_body(&m)),
+            Err(r) => rejected(out, r),
+        },
+        (route @ (Route::Embed | Route::Embeddings | Route::OaEmbeddings), Method::Post) => {
+            let t0 = Instant::now();
+            match parse_embed(body, models) {
+                Ok(spec) => {
+                    let took = t0.elapsed().as_nanos() as u64;
+                    let body = embed_body(route, &spec, cfg.seed, took);
+                    push_json(out, mode, false, 200, &body)
                 }
-                Err(Reject::UnknownModel(m)) => {
-                    let msg = json_error(&format!("model '{m}' not found"));
-                    push_response(out, 404, JSON, &msg, mode, "", false);
-                    404
-                }
+                Err(r) => rejected(out, r),
             }
         }
-        (Route::Gen(_), _) => canned(out, &c.post_only, 405),
+        (
+            Route::Gen(_) | Route::Show | Route::Embed | Route::Embeddings | Route::OaEmbeddings,
+            _,
+        ) => canned(out, c.post_only.get(oa), 405),
         (Route::Other, _) => canned(out, &c.not_found, 404),
         (route, Method::Get | Method::Head) => match route {
             Route::Root => canned(out, &c.root, 200),
+            Route::Health => canned(out, &c.health, 200),
             Route::Version => canned(out, &c.version, 200),
             Route::Tags => canned(out, &c.tags, 200),
+            Route::Ps => canned(out, &c.ps, 200),
             Route::OaModels => canned(out, &c.oa_models, 200),
+            Route::OaModel => {
+                let id = percent_decode(Route::model_id(path));
+                match models {
+                    Some(m) if !model_known(m, &id) => rejected(out, Reject::UnknownModel(id)),
+                    _ => push_json(out, mode, head_only, 200, &oa_model_body(&id)),
+                }
+            }
             _ => {
                 count(core, Route::Metrics, 200);
                 push_metrics(out, &core.shared.cores, mode, head_only);
@@ -126,7 +220,7 @@ fn dispatch(core: &Core, head: &Head, body: &[u8], out: &mut Vec<u8>) -> Next {
                 };
             }
         },
-        (_, _) => canned(out, &c.get_only, 405),
+        (_, _) => canned(out, c.get_only.get(oa), 405),
     };
     count(core, head.route, status);
     if mode.closes() {
@@ -159,7 +253,7 @@ impl Conn {
             match self.step(core) {
                 Next::Read => {
                     self.flush().await?;
-                    if !self.fill().await? {
+                    if !self.fill_within(core).await? {
                         return Ok(());
                     }
                 }
@@ -184,7 +278,7 @@ impl Conn {
     /// Answer a request that cannot be read with `status` and a JSON error, then close:
     /// what follows it on the connection cannot be framed.
     fn reject(&mut self, core: &Core, route: Route, status: u16, what: &str) -> Next {
-        let msg = json_error(&format!("{what} ({status})"));
+        let msg = error_body(route.is_openai(), status, &format!("{what} ({status})"));
         push_response(
             &mut self.out,
             status,
@@ -204,6 +298,9 @@ impl Conn {
         let head = match parse_head(data) {
             HeadResult::Partial => {
                 self.want = 0;
+                if !data.is_empty() && self.head_since.is_none() {
+                    self.head_since = Some(Instant::now());
+                }
                 return Next::Read;
             }
             HeadResult::Invalid(status) => {
@@ -211,6 +308,7 @@ impl Conn {
             }
             HeadResult::Complete(h) => h,
         };
+        self.head_since = None;
         let rest = &data[head.len..];
         let (body, used): (&[u8], usize) = match head.framing {
             Framing::Length(n) if rest.len() >= n => (&rest[..n], n),
@@ -234,7 +332,10 @@ impl Conn {
                 return Next::Read;
             }
         };
-        let next = dispatch(core, &head, body, &mut self.out);
+        let path = std::str::from_utf8(&data[head.path.clone()]).unwrap_or("");
+        let next = dispatch(core, &head, path, body, &mut self.out);
+        shrink(&mut self.body);
+        shrink(&mut self.scratch);
         self.start += head.len + used;
         if self.start == self.end {
             self.start = 0;
@@ -259,6 +360,7 @@ impl Conn {
             self.end = 0;
             if self.buf.len() > BUF_KEEP {
                 self.buf = vec![0; READ_INIT];
+                note_freed();
             }
         }
         let need = self.want.max(self.end - self.start + 1);
@@ -276,34 +378,58 @@ impl Conn {
         Ok(n > 0)
     }
 
+    /// `fill`, within the time a client may take: `--header-timeout` from the first byte
+    /// of a request head, `--idle-timeout` for each wait between requests or inside a
+    /// body. False on end of stream or timeout (the connection is then closed silently,
+    /// as Go's server does).
+    async fn fill_within(&mut self, core: &Core) -> io::Result<bool> {
+        let cfg = &core.cfg;
+        let (since, limit) = match self.head_since {
+            Some(t) => (t, cfg.header_timeout),
+            None => (Instant::now(), cfg.idle_timeout),
+        };
+        if limit.is_zero() {
+            return self.fill().await;
+        }
+        let deadline = since.checked_add(limit).unwrap_or(since);
+        let expired = async {
+            rt::sleep_until(deadline).await;
+            Ok(false)
+        };
+        or(self.fill(), expired).await
+    }
+
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
             self.stream.write_all(&self.out).await?;
             self.out.clear();
             if self.out.capacity() > BUF_KEEP {
                 self.out = Vec::with_capacity(OUT_INIT);
+                note_freed();
             }
         }
         Ok(())
     }
 
     /// Waits for `deadline`, first sending what is buffered; never sleeps when it has passed.
-    async fn pace(&mut self, deadline: Instant) -> io::Result<()> {
+    /// True when it waited.
+    async fn pace(&mut self, deadline: Instant) -> io::Result<bool> {
         let now = Instant::now();
         if now >= deadline {
-            return Ok(());
+            return Ok(false);
         }
         self.flush().await?;
         // Watching costs a peeking recv per sleep: not worth it for short token gaps,
         // where the next write notices a closed client soon enough.
         if deadline - now < PEER_WATCH_MIN {
             rt::sleep_until(deadline).await;
-            return Ok(());
+            return Ok(true);
         }
         let slept = async {
             rt::sleep_until(deadline).await;
-            Ok(())
+            Ok(true)
         };
-        or(slept, peer_gone(&self.stream)).await
+        let gone = async { peer_gone(&self.stream).await.map(|()| true) };
+        or(slept, gone).await
     }
 }

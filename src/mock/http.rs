@@ -31,6 +31,8 @@ pub(crate) struct Head {
     pub framing: Framing,
     pub expect_continue: bool,
     pub len: usize,
+    /// Where the routed path (alias prefix and query removed) lies in the parsed buffer.
+    pub path: std::ops::Range<usize>,
 }
 
 #[derive(Debug)]
@@ -112,9 +114,13 @@ pub(crate) fn parse_head(buf: &[u8]) -> HeadResult {
     } else {
         ConnMode::KeepAlive
     };
+    let (route, routed) = Route::from_path(path);
+    // `routed` is a slice of `buf`: keep its position, not a borrow.
+    let at = routed.as_ptr() as usize - buf.as_ptr() as usize;
     HeadResult::Complete(Head {
         method,
-        route: Route::from_path(path),
+        route,
+        path: at..at + routed.len(),
         mode,
         http10,
         framing,

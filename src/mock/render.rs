@@ -3,8 +3,8 @@
 
 use std::time::SystemTime;
 
-use super::api::GenSpec;
-use super::stats::{totals, CoreStats};
+use super::api::{EmbedSpec, GenSpec};
+use super::stats::{totals, CoreStats, Route};
 use super::MockConfig;
 use crate::llm::Api;
 
@@ -20,9 +20,11 @@ pub(crate) const SSE: &str = "text/event-stream";
 const TEXT: &str = "text/plain; charset=utf-8";
 const PROM: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-pub(crate) const BUSY_BODY: &str =
-    r#"{"error":"server busy, please try again.  maximum pending requests exceeded"}"#;
-pub(crate) const INJECTED_BODY: &str = r#"{"error":"mock: injected failure"}"#;
+/// Ollama's answer when its queue is full.
+const BUSY_MSG: &str = "server busy, please try again.  maximum pending requests exceeded";
+const INJECTED_MSG: &str = "mock: injected failure";
+/// Ollama's `context` (token ids of prompt and answer) never exceeds its window (num_ctx).
+const CONTEXT_MAX: u64 = 4096;
 
 /// How the connection continues after a response; selects the `Connection` header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,6 +102,35 @@ pub(crate) fn json_error(msg: &str) -> Vec<u8> {
     push_json_str(&mut v, msg);
     v.push(b'}');
     v
+}
+
+/// OpenAI's error `type` for a status, picked as Ollama's OpenAI layer does.
+fn oa_error_type(status: u16) -> &'static str {
+    match status {
+        400 | 405 | 413 | 431 => "invalid_request_error",
+        404 => "not_found_error",
+        _ => "api_error",
+    }
+}
+
+/// An error body: Ollama's `{"error":"msg"}`, or OpenAI's
+/// `{"error":{"message","type","param","code"}}` for the `/v1` routes.
+pub(crate) fn error_body(openai: bool, status: u16, msg: &str) -> Vec<u8> {
+    if !openai {
+        return json_error(msg);
+    }
+    let mut v = b"{\"error\":{\"message\":".to_vec();
+    push_json_str(&mut v, msg);
+    v.extend_from_slice(b",\"type\":\"");
+    v.extend_from_slice(oa_error_type(status).as_bytes());
+    v.extend_from_slice(b"\",\"param\":null,\"code\":null}}");
+    v
+}
+
+/// Ollama's message for a model it cannot run (generation, embeddings).
+pub(crate) fn unknown_model_msg(model: &str) -> String {
+    let quoted = serde_json::to_string(model).expect("a string serializes");
+    format!("model {quoted} not found, try pulling it first")
 }
 
 pub(crate) fn push_head(
@@ -202,19 +233,35 @@ impl Canned {
     }
 }
 
+/// An error rendered in both shapes: Ollama's, and OpenAI's for the `/v1` routes.
+pub(crate) struct CannedErr([Canned; 2]);
+
+impl CannedErr {
+    fn new(status: u16, msg: &str, extra: &str) -> CannedErr {
+        let one = |openai| Canned::new(status, JSON, &error_body(openai, status, msg), extra);
+        CannedErr([one(false), one(true)])
+    }
+
+    pub(crate) fn get(&self, openai: bool) -> &Canned {
+        &self.0[openai as usize]
+    }
+}
+
 /// Every response that does not depend on the request, rendered once at start.
 pub(crate) struct CannedSet {
     pub root: Canned,
+    pub health: Canned,
     pub version: Canned,
     pub tags: Canned,
+    pub ps: Canned,
     pub oa_models: Canned,
     pub not_found: Canned,
-    pub get_only: Canned,
-    pub post_only: Canned,
-    pub injected: Canned,
-    pub busy: Canned,
-    pub model_required: Canned,
-    pub missing_body: Canned,
+    pub get_only: CannedErr,
+    pub post_only: CannedErr,
+    pub injected: CannedErr,
+    pub busy: CannedErr,
+    pub model_required: CannedErr,
+    pub missing_body: CannedErr,
 }
 
 pub(crate) const DEFAULT_MODELS: [&str; 3] = ["llama3.2:latest", "qwen2.5:0.5b", "mistral:latest"];
@@ -249,37 +296,155 @@ fn digest(name: &str) -> String {
     out
 }
 
+const MODIFIED_AT: &str = "2024-10-01T00:00:00.000000000Z";
+const MODEL_SIZE: u64 = 2019393189;
+/// The `created` of every OpenAI model object.
+const MODEL_CREATED: u64 = 1727740800;
+
+/// Ollama's `details` of a model, its family guessed from the name.
+fn details(name: &str) -> serde_json::Value {
+    let base = name.split(':').next().unwrap_or(name);
+    let family = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    let family = if family.is_empty() { base } else { family };
+    serde_json::json!({
+        "parent_model": "",
+        "format": "gguf",
+        "family": family,
+        "families": [family],
+        "parameter_size": "3.2B",
+        "quantization_level": "Q4_K_M"
+    })
+}
+
 fn tags_body(names: &[String]) -> Vec<u8> {
     let models: Vec<serde_json::Value> = names
         .iter()
         .map(|n| {
-            let base = n.split(':').next().unwrap_or(n);
-            let family = base.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
-            let family = if family.is_empty() { base } else { family };
             serde_json::json!({
                 "name": n,
                 "model": n,
-                "modified_at": "2024-10-01T00:00:00.000000000Z",
-                "size": 2019393189u64,
+                "modified_at": MODIFIED_AT,
+                "size": MODEL_SIZE,
                 "digest": digest(n),
-                "details": {
-                    "parent_model": "",
-                    "format": "gguf",
-                    "family": family,
-                    "families": [family],
-                    "parameter_size": "3.2B",
-                    "quantization_level": "Q4_K_M"
-                }
+                "details": details(n),
             })
         })
         .collect();
     serde_json::to_vec(&serde_json::json!({ "models": models })).expect("json")
 }
 
+/// `/api/ps`: every known model, loaded in VRAM and never expiring.
+fn ps_body(names: &[String]) -> Vec<u8> {
+    let models: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| {
+            serde_json::json!({
+                "name": n,
+                "model": n,
+                "size": MODEL_SIZE,
+                "digest": digest(n),
+                "details": details(n),
+                "expires_at": "2099-01-01T00:00:00Z",
+                "size_vram": MODEL_SIZE,
+                "context_length": CONTEXT_MAX,
+            })
+        })
+        .collect();
+    serde_json::to_vec(&serde_json::json!({ "models": models })).expect("json")
+}
+
+/// `/api/show` of a model.
+pub(crate) fn show_body(name: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "license": "",
+        "modelfile": format!("# Modelfile generated by \"ollama show\"\nFROM {name}\n"),
+        "parameters": format!("num_ctx {CONTEXT_MAX}"),
+        "template": "{{ .Prompt }}",
+        "details": details(name),
+        "model_info": {
+            "general.architecture": "llama",
+            "general.parameter_count": 3212749888u64,
+            "llama.context_length": CONTEXT_MAX,
+            "llama.embedding_length": super::api::EMBED_DIM,
+        },
+        "capabilities": ["completion"],
+        "modified_at": MODIFIED_AT,
+    }))
+    .expect("json")
+}
+
+/// `/v1/models/{id}`.
+pub(crate) fn oa_model_body(id: &str) -> Vec<u8> {
+    let m = serde_json::json!({"id": id, "object": "model", "created": MODEL_CREATED, "owned_by": "library"});
+    serde_json::to_vec(&m).expect("json")
+}
+
+/// A deterministic unit vector of `dims` floats for `text`: the same input and seed give
+/// the same vector.
+pub(crate) fn embedding(seed: u64, text: &str, dims: usize) -> Vec<f32> {
+    let mut h: u64 = 0xcbf29ce484222325 ^ seed;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    let mut rng = crate::rng::SplitMix64::from_state(h);
+    let mut v: Vec<f32> = (0..dims).map(|_| (rng.unit() * 2.0 - 1.0) as f32).collect();
+    let norm = v
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::MIN_POSITIVE);
+    v.iter_mut().for_each(|x| *x /= norm);
+    v
+}
+
+/// The body of an embedding answer, in the shape of its route.
+pub(crate) fn embed_body(route: Route, spec: &EmbedSpec, seed: u64, took_ns: u64) -> Vec<u8> {
+    use base64::Engine;
+    let vecs = spec.inputs.iter().map(|t| embedding(seed, t, spec.dims));
+    let body = match route {
+        Route::Embeddings => {
+            let v = vecs.into_iter().next().unwrap_or_default();
+            serde_json::json!({ "embedding": v })
+        }
+        Route::Embed => serde_json::json!({
+            "model": spec.model,
+            "embeddings": vecs.collect::<Vec<_>>(),
+            "total_duration": took_ns,
+            "load_duration": 0,
+            "prompt_eval_count": spec.prompt_tokens,
+        }),
+        _ => {
+            let data: Vec<serde_json::Value> = vecs
+                .enumerate()
+                .map(|(i, v)| {
+                    let e = if spec.base64 {
+                        let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                        serde_json::Value::from(
+                            base64::engine::general_purpose::STANDARD.encode(bytes),
+                        )
+                    } else {
+                        serde_json::Value::from(v)
+                    };
+                    serde_json::json!({"object": "embedding", "embedding": e, "index": i})
+                })
+                .collect();
+            serde_json::json!({
+                "object": "list",
+                "data": data,
+                "model": spec.model,
+                "usage": {"prompt_tokens": spec.prompt_tokens, "total_tokens": spec.prompt_tokens},
+            })
+        }
+    };
+    serde_json::to_vec(&body).expect("json")
+}
+
 fn oa_models_body(names: &[String]) -> Vec<u8> {
     let data: Vec<serde_json::Value> = names
         .iter()
-        .map(|n| serde_json::json!({"id": n, "object": "model", "created": 1727740800u64, "owned_by": "library"}))
+        .map(|n| serde_json::json!({"id": n, "object": "model", "created": MODEL_CREATED, "owned_by": "library"}))
         .collect();
     serde_json::to_vec(&serde_json::json!({"object": "list", "data": data})).expect("json")
 }
@@ -287,29 +452,21 @@ fn oa_models_body(names: &[String]) -> Vec<u8> {
 impl CannedSet {
     pub(crate) fn build(cfg: &MockConfig) -> CannedSet {
         let names = model_names(cfg);
-        let err = |status, msg: &str| Canned::new(status, JSON, &json_error(msg), "");
         CannedSet {
             root: Canned::new(200, TEXT, b"Ollama is running", ""),
+            // vLLM answers its health check with an empty 200.
+            health: Canned::new(200, TEXT, b"", ""),
             version: Canned::new(200, JSON, br#"{"version":"0.0.0-blast-mock"}"#, ""),
             tags: Canned::new(200, JSON, &tags_body(&names), ""),
+            ps: Canned::new(200, JSON, &ps_body(&names), ""),
             oa_models: Canned::new(200, JSON, &oa_models_body(&names), ""),
             not_found: Canned::new(404, TEXT, b"404 page not found", ""),
-            get_only: Canned::new(
-                405,
-                JSON,
-                &json_error("method not allowed"),
-                "Allow: GET, HEAD\r\n",
-            ),
-            post_only: Canned::new(
-                405,
-                JSON,
-                &json_error("method not allowed"),
-                "Allow: POST\r\n",
-            ),
-            injected: Canned::new(500, JSON, INJECTED_BODY.as_bytes(), ""),
-            busy: Canned::new(503, JSON, BUSY_BODY.as_bytes(), ""),
-            model_required: err(400, "model is required"),
-            missing_body: err(400, "missing request body"),
+            get_only: CannedErr::new(405, "method not allowed", "Allow: GET, HEAD\r\n"),
+            post_only: CannedErr::new(405, "method not allowed", "Allow: POST\r\n"),
+            injected: CannedErr::new(500, INJECTED_MSG, ""),
+            busy: CannedErr::new(503, BUSY_MSG, ""),
+            model_required: CannedErr::new(400, "model is required", ""),
+            missing_body: CannedErr::new(400, "missing request body", ""),
         }
     }
 }
@@ -400,12 +557,28 @@ fn oa_prefix(v: &mut Vec<u8>, stamp: &Stamp, object: &str) {
     v.push(b',');
 }
 
-fn ollama_prefix(v: &mut Vec<u8>, stamp: &Stamp, created_at: &str) {
+/// Appends `{"model":..,"created_at":"..",`; returns where `created_at`'s text starts.
+fn ollama_prefix(v: &mut Vec<u8>, stamp: &Stamp, created_at: &str) -> usize {
     v.extend_from_slice(b"{\"model\":");
     v.extend_from_slice(&stamp.model_json);
     v.extend_from_slice(b",\"created_at\":\"");
+    let at = v.len();
     v.extend_from_slice(created_at.as_bytes());
     v.extend_from_slice(b"\",");
+    at
+}
+
+/// Ollama's `context`: fake token ids of prompt and answer, the most recent `CONTEXT_MAX`.
+fn push_context(v: &mut Vec<u8>, spec: &GenSpec) {
+    let n = (spec.prompt_tokens + spec.tokens as u64).min(CONTEXT_MAX);
+    v.extend_from_slice(b"\"context\":[");
+    for i in 0..n {
+        if i > 0 {
+            v.push(b',');
+        }
+        push_u64(v, 1 + i % WORDS.len() as u64);
+    }
+    v.extend_from_slice(b"],");
 }
 
 fn chunk_object(spec: &GenSpec) -> &'static str {
@@ -417,10 +590,12 @@ fn chunk_object(spec: &GenSpec) -> &'static str {
 
 /// Renders the framed chunk of each word the request will use into `tok`, word i being
 /// `tok[offs[i]..offs[i + 1]]`, so a token costs one copy. For OpenAI chat the role-only
-/// first chunk goes first, as `tok[..offs[0]]`.
+/// first chunk goes first, as `tok[..offs[0]]`. For Ollama, `ts[i]` is where word i's
+/// `created_at` text lies in `tok`, so each copy can be stamped with the current time.
 pub(crate) fn render_tokens(
     tok: &mut Vec<u8>,
     offs: &mut Vec<usize>,
+    ts: &mut Vec<usize>,
     scratch: &mut Vec<u8>,
     spec: &GenSpec,
     stamp: &Stamp,
@@ -428,18 +603,26 @@ pub(crate) fn render_tokens(
 ) {
     tok.clear();
     offs.clear();
+    ts.clear();
+    // OpenAI sends `"usage":null` on every chunk before the usage one.
+    let tail: &[u8] = if spec.include_usage {
+        b"\"logprobs\":null,\"finish_reason\":null}],\"usage\":null}\n\n"
+    } else {
+        b"\"logprobs\":null,\"finish_reason\":null}]}\n\n"
+    };
     let mut one = |tok: &mut Vec<u8>, word: Option<&str>| {
         let v = &mut *scratch;
         v.clear();
+        let mut stamp_at = None;
         match spec.api {
             Api::OllamaGenerate => {
-                ollama_prefix(v, stamp, &stamp.created_at);
+                stamp_at = Some(ollama_prefix(v, stamp, &stamp.created_at));
                 v.extend_from_slice(b"\"response\":\"");
                 v.extend_from_slice(word.unwrap_or("").as_bytes());
                 v.extend_from_slice(b"\",\"done\":false}\n");
             }
             Api::OllamaChat => {
-                ollama_prefix(v, stamp, &stamp.created_at);
+                stamp_at = Some(ollama_prefix(v, stamp, &stamp.created_at));
                 v.extend_from_slice(b"\"message\":{\"role\":\"assistant\",\"content\":\"");
                 v.extend_from_slice(word.unwrap_or("").as_bytes());
                 v.extend_from_slice(b"\"},\"done\":false}\n");
@@ -455,17 +638,26 @@ pub(crate) fn render_tokens(
                     }
                     None => v.extend_from_slice(b"\"role\":\"assistant\",\"content\":\""),
                 }
-                v.extend_from_slice(b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+                v.extend_from_slice(b"\"},");
+                v.extend_from_slice(tail);
             }
             Api::OpenaiCompletions => {
                 v.extend_from_slice(b"data: ");
                 oa_prefix(v, stamp, chunk_object(spec));
                 v.extend_from_slice(b"\"choices\":[{\"index\":0,\"text\":\"");
                 v.extend_from_slice(word.unwrap_or("").as_bytes());
-                v.extend_from_slice(b"\",\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+                v.extend_from_slice(b"\",");
+                v.extend_from_slice(tail);
             }
         }
+        let start = tok.len();
         push_chunk(tok, v, chunked);
+        if let Some(at) = stamp_at {
+            // The payload ends the chunk, before its CRLF when chunked.
+            let payload_at = tok.len() - v.len() - if chunked { 2 } else { 0 };
+            debug_assert!(payload_at >= start);
+            ts.push(payload_at + at);
+        }
     };
     if spec.api == Api::OpenaiChat {
         one(tok, None);
@@ -529,6 +721,7 @@ pub(crate) fn push_stream_end(
         Api::OllamaGenerate => {
             ollama_prefix(v, stamp, end_created_at);
             v.extend_from_slice(b"\"response\":\"\",");
+            push_context(v, spec);
             push_ollama_stats(v, spec, t);
             v.push(b'\n');
             push_chunk(out, v, chunked);
@@ -550,7 +743,11 @@ pub(crate) fn push_stream_end(
             }
             v.extend_from_slice(b"\"logprobs\":null,\"finish_reason\":\"");
             v.extend_from_slice(spec.reason().as_bytes());
-            v.extend_from_slice(b"\"}]}\n\n");
+            if spec.include_usage {
+                v.extend_from_slice(b"\"}],\"usage\":null}\n\n");
+            } else {
+                v.extend_from_slice(b"\"}]}\n\n");
+            }
             push_chunk(out, v, chunked);
             if spec.include_usage {
                 v.clear();
@@ -586,6 +783,7 @@ pub(crate) fn render_full(
             v.extend_from_slice(b"\"response\":\"");
             push_text(v, spec.tokens);
             v.extend_from_slice(b"\",");
+            push_context(v, spec);
             push_ollama_stats(v, spec, t);
         }
         Api::OllamaChat => {
@@ -668,10 +866,12 @@ mod tests {
     #[test]
     fn every_rendered_token_is_valid_json() {
         for api in Api::ALL {
-            let (mut tok, mut offs, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+            let (mut tok, mut offs, mut ts, mut scratch) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             render_tokens(
                 &mut tok,
                 &mut offs,
+                &mut ts,
                 &mut scratch,
                 &spec(api),
                 &stamp(),
@@ -682,7 +882,15 @@ mod tests {
                 let s = s.strip_prefix("data: ").unwrap_or(s).trim_end();
                 let v: serde_json::Value = serde_json::from_str(s).unwrap();
                 assert_eq!(v["model"], "m\"x");
+                if !api.is_ollama() {
+                    assert!(v["usage"].is_null() && v.get("usage").is_some(), "{s}");
+                }
             }
+            // Each Ollama chunk's `created_at` is where `ts` says.
+            for &at in &ts {
+                assert_eq!(&tok[at..at + 30], stamp().created_at.as_bytes());
+            }
+            assert_eq!(ts.len(), if api.is_ollama() { 3 } else { 0 });
             let t = Timings {
                 total: 4,
                 load: 1,

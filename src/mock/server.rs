@@ -48,6 +48,36 @@ fn bind_all(addr: SocketAddr, n: usize) -> Result<(SocketAddr, Vec<Socket>), Moc
     Ok((resolved, fds))
 }
 
+thread_local! {
+    /// Set when a connection of this core gave back a large buffer.
+    static FREED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Notes that a large buffer was freed on this thread, for `trim_loop`.
+pub(crate) fn note_freed() {
+    FREED.with(|f| f.set(true));
+}
+
+/// How often a core may return freed memory to the system.
+const TRIM_EVERY: Duration = Duration::from_secs(1);
+
+/// Gives freed heap back to the system at most every `TRIM_EVERY`, and only after large
+/// buffers were freed. glibc keeps freed memory in its per-thread arenas (large requests
+/// and responses grow buffers that are freed afterwards), so without this the resident
+/// size stays at its peak.
+async fn trim_loop() {
+    loop {
+        rt::sleep(TRIM_EVERY).await;
+        if FREED.with(|f| f.replace(false)) {
+            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // SAFETY: malloc_trim only walks and releases the allocator's free memory.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        }
+    }
+}
+
 /// Mock threads are named after this, with their index.
 const MOCK_THREAD: &str = "blast-mock";
 
@@ -254,7 +284,7 @@ async fn core_main(
             core.waiters.wake_ready(&core.shared, false);
         }
     };
-    or(accept_loop(&core, listener), bell).await;
+    or(accept_loop(&core, listener), or(bell, trim_loop())).await;
     // Waiters for a slot end with an error rather than being dropped unserved.
     core.waiters.wake_ready(&core.shared, true);
 }

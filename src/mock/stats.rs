@@ -15,50 +15,103 @@ use crate::llm::Api;
 use crate::rt::sync::Doorbell;
 
 /// Routes get a fixed label set so `/metrics` cardinality stays bounded whatever the
-/// clients send: every unknown path is counted as `other`.
+/// clients send: every unknown path is counted as `other`, every model id as one route.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     Root,
+    /// vLLM's health check (guidellm probes it).
+    Health,
     Version,
     Tags,
+    /// Ollama's loaded models.
+    Ps,
+    Show,
     /// A generation API, served at its `Api::default_path`.
     Gen(Api),
+    Embed,
+    /// Ollama's older single-prompt embeddings.
+    Embeddings,
     OaModels,
+    /// `/v1/models/{id}`: one model.
+    OaModel,
+    OaEmbeddings,
     Metrics,
     Other,
 }
 
+/// Llama Stack's older OpenAI paths put this before `/v1/...`.
+const OA_ALIAS: &str = "/v1/openai";
+const OA_MODEL: &str = "/v1/models/";
+
 impl Route {
     /// Every route, in `index` order (the order of the `/metrics` lines).
-    pub(crate) const ALL: [Route; 10] = [
+    pub(crate) const ALL: [Route; 17] = [
         Route::Root,
+        Route::Health,
         Route::Version,
         Route::Tags,
+        Route::Ps,
+        Route::Show,
         Route::Gen(Api::OllamaGenerate),
         Route::Gen(Api::OllamaChat),
         Route::Gen(Api::OpenaiChat),
         Route::Gen(Api::OpenaiCompletions),
+        Route::Embed,
+        Route::Embeddings,
         Route::OaModels,
+        Route::OaModel,
+        Route::OaEmbeddings,
         Route::Metrics,
         Route::Other,
     ];
 
-    pub(crate) fn from_path(path: &str) -> Route {
-        // Every route but `Other` is served at its label.
-        Route::ALL
+    /// The route of a path (without its query), and the path with the OpenAI alias prefix
+    /// removed (for `OaModel`'s id).
+    pub(crate) fn from_path(path: &str) -> (Route, &str) {
+        let path = match path.strip_prefix(OA_ALIAS) {
+            Some(p) if p.starts_with("/v1/") => p,
+            _ => path,
+        };
+        if path.len() > OA_MODEL.len() && path.starts_with(OA_MODEL) {
+            return (Route::OaModel, path);
+        }
+        // Every route but `OaModel` and `Other` is served at its label.
+        let route = Route::ALL
             .into_iter()
-            .find(|&r| r != Route::Other && r.label() == path)
-            .unwrap_or(Route::Other)
+            .find(|&r| r != Route::Other && r != Route::OaModel && r.label() == path)
+            .unwrap_or(Route::Other);
+        (route, path)
+    }
+
+    /// The model id of an `OaModel` path returned by `from_path`.
+    pub(crate) fn model_id(path: &str) -> &str {
+        path.strip_prefix(OA_MODEL).unwrap_or("")
+    }
+
+    /// Whether errors take OpenAI's shape (`{"error":{"message",...}}`).
+    pub(crate) fn is_openai(self) -> bool {
+        match self {
+            Route::Gen(api) => !api.is_ollama(),
+            Route::OaModels | Route::OaModel | Route::OaEmbeddings => true,
+            _ => false,
+        }
     }
 
     /// The `path` label in `/metrics`.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Route::Root => "/",
+            Route::Health => "/health",
             Route::Version => "/api/version",
             Route::Tags => "/api/tags",
+            Route::Ps => "/api/ps",
+            Route::Show => "/api/show",
             Route::Gen(api) => api.default_path(),
+            Route::Embed => "/api/embed",
+            Route::Embeddings => "/api/embeddings",
             Route::OaModels => "/v1/models",
+            Route::OaModel => "/v1/models/{id}",
+            Route::OaEmbeddings => "/v1/embeddings",
             Route::Metrics => "/metrics",
             Route::Other => "other",
         }
@@ -67,13 +120,20 @@ impl Route {
     fn index(self) -> usize {
         match self {
             Route::Root => 0,
-            Route::Version => 1,
-            Route::Tags => 2,
+            Route::Health => 1,
+            Route::Version => 2,
+            Route::Tags => 3,
+            Route::Ps => 4,
+            Route::Show => 5,
             // `Api::ALL` order.
-            Route::Gen(api) => 3 + api as usize,
-            Route::OaModels => 7,
-            Route::Metrics => 8,
-            Route::Other => 9,
+            Route::Gen(api) => 6 + api as usize,
+            Route::Embed => 10,
+            Route::Embeddings => 11,
+            Route::OaModels => 12,
+            Route::OaModel => 13,
+            Route::OaEmbeddings => 14,
+            Route::Metrics => 15,
+            Route::Other => 16,
         }
     }
 }
@@ -372,13 +432,28 @@ mod tests {
         for (i, r) in Route::ALL.into_iter().enumerate() {
             assert_eq!(r.index(), i, "{r:?}");
         }
+        let route = |p| Route::from_path(p).0;
         for api in Api::ALL {
-            assert_eq!(Route::from_path(api.default_path()), Route::Gen(api));
+            assert_eq!(route(api.default_path()), Route::Gen(api));
         }
-        assert_eq!(Route::from_path("/metrics"), Route::Metrics);
-        assert_eq!(Route::from_path("/"), Route::Root);
-        assert_eq!(Route::from_path("other"), Route::Other);
-        assert_eq!(Route::from_path("/api/generate/"), Route::Other);
+        for r in Route::ALL {
+            if r != Route::OaModel && r != Route::Other {
+                assert_eq!(route(r.label()), r);
+            }
+        }
+        assert_eq!(route("/"), Route::Root);
+        assert_eq!(route("other"), Route::Other);
+        assert_eq!(route("/api/generate/"), Route::Other);
+        // Llama Stack's aliases of the OpenAI paths.
+        assert_eq!(
+            route("/v1/openai/v1/chat/completions"),
+            Route::Gen(Api::OpenaiChat)
+        );
+        assert_eq!(route("/v1/openai/v1/embeddings"), Route::OaEmbeddings);
+        assert_eq!(route("/v1/openai/api/tags"), Route::Other);
+        let (r, p) = Route::from_path("/v1/openai/v1/models/llama3.2:latest");
+        assert_eq!((r, Route::model_id(p)), (Route::OaModel, "llama3.2:latest"));
+        assert_eq!(route("/v1/models/"), Route::Other);
     }
 
     #[test]

@@ -16,6 +16,10 @@ use crate::mock::server::Core;
 use crate::mock::stats::{CoreStats, Route, Ticket};
 use crate::rt;
 
+/// Length of Ollama's `created_at` (RFC 3339 with nanoseconds has a fixed width), so a
+/// pre-rendered chunk can be re-stamped in place.
+const STAMP_LEN: usize = "2024-01-01T00:00:00.000000000Z".len();
+
 /// `base + offset + step * n`, saturating at a year away (absurd delays must not panic).
 fn deadline(base: Instant, offset: Duration, step: Duration, n: u32) -> Instant {
     step.checked_mul(n)
@@ -47,9 +51,13 @@ impl Conn {
     ) -> io::Result<bool> {
         let t_arrive = Instant::now();
         let route = Route::Gen(spec.api);
+        let oa = !spec.api.is_ollama();
         let stats = core.stats();
         if core.inject_error() {
-            core.canned.injected.push(&mut self.out, mode, false);
+            core.canned
+                .injected
+                .get(oa)
+                .push(&mut self.out, mode, false);
             count(core, route, 500);
             return Ok(mode.closes());
         }
@@ -57,7 +65,7 @@ impl Conn {
             None => None,
             Some(adm) => {
                 let Some(mut ticket) = Ticket::take(&core.shared, adm, &core.waiters) else {
-                    core.canned.busy.push(&mut self.out, mode, false);
+                    core.canned.busy.get(oa).push(&mut self.out, mode, false);
                     count(core, route, 503);
                     return Ok(mode.closes());
                 };
@@ -85,6 +93,7 @@ impl Conn {
             render_tokens(
                 &mut self.tok,
                 &mut self.offs,
+                &mut self.ts,
                 &mut self.scratch,
                 &spec,
                 &stamp,
@@ -104,24 +113,50 @@ impl Conn {
             count(core, route, 200);
             let mut first_at = None;
             let w = WORDS.len();
+            // Ollama stamps every chunk. With a token delay each token reads the clock
+            // (late ones too, which a sleep would not tell); a zero-delay stream only
+            // after a wait or a flush, so it costs no clock read per token.
+            let paced = !step.is_zero();
+            let mut now_at = [0u8; STAMP_LEN];
+            let stamped = !self.ts.is_empty() && stamp.created_at.len() == STAMP_LEN;
+            if stamped {
+                now_at.copy_from_slice(stamp.created_at.as_bytes());
+            }
+            let mut waited = false;
             for i in 0..spec.tokens {
-                self.pace(deadline(t_gen, ttft, step, i)).await?;
+                waited |= self.pace(deadline(t_gen, ttft, step, i)).await? || paced;
                 if i == 0 {
                     first_at = Some(Instant::now());
                     // OpenAI chat's role-only chunk, empty for the other APIs.
                     self.out.extend_from_slice(&self.tok[..self.offs[0]]);
                 }
                 let k = i as usize % w;
-                self.out
-                    .extend_from_slice(&self.tok[self.offs[k]..self.offs[k + 1]]);
+                let (a, b) = (self.offs[k], self.offs[k + 1]);
+                let base = self.out.len();
+                self.out.extend_from_slice(&self.tok[a..b]);
+                if stamped {
+                    if waited {
+                        let t = created_at(spec.api);
+                        if t.len() == STAMP_LEN {
+                            now_at.copy_from_slice(t.as_bytes());
+                        }
+                        waited = false;
+                    }
+                    let p = base + self.ts[k] - a;
+                    self.out[p..p + STAMP_LEN].copy_from_slice(&now_at);
+                }
                 stats.add_tokens(1);
                 if self.out.len() >= FLUSH_AT {
                     self.flush().await?;
                     rt::yield_if_needed(SLICE).await;
+                    waited = true;
                 }
             }
-            // The final object comes one decode step after the last token, like an EOS.
-            self.pace(deadline(t_gen, ttft, step, spec.tokens)).await?;
+            // The final object follows the last token at once (with no tokens, after the
+            // time to first token).
+            if spec.tokens == 0 {
+                self.pace(deadline(t_gen, ttft, step, 0)).await?;
+            }
             let t_end = Instant::now();
             let t_first = first_at.unwrap_or(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
@@ -137,7 +172,9 @@ impl Conn {
                 core.cfg.no_done,
             );
         } else {
-            self.pace(deadline(t_gen, ttft, step, spec.tokens)).await?;
+            // Done when the last token would have been.
+            let last = spec.tokens.saturating_sub(1);
+            self.pace(deadline(t_gen, ttft, step, last)).await?;
             let t_end = Instant::now();
             let t_first = deadline(t_gen, ttft, step, 0).min(t_end);
             let timings = timings(t_arrive, t_slot, t_gen, t_first, t_end);
