@@ -157,18 +157,32 @@ fn close_delimited_bodies() {
     );
 }
 
+/// A keep-alive connection the server closes after one response, without saying so: the
+/// request written on it before the close was seen fails as closed before its response,
+/// and is not sent again.
 #[test]
-fn stale_keep_alive_connections_are_resent() {
-    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale(), 3, 60);
+fn stale_keep_alive_connections_fail_the_request_written_on_them() {
+    let (doc, seen) = accounted_run(Behaviour::keep_alive().stale(), &["--conns", "3"], 60);
     assert!(num(&doc, "connections.reconnects") > 0);
-    assert_eq!(seen.accepted, 60, "one connection per answered request");
+    assert!(num(&doc, "errors.closed_before_response") > 0, "{doc:#}");
+    assert_eq!(seen.requests, 60, "requests the server received");
 }
 
+/// The same, with the socket dropped: what blast wrote after the close may be lost in the
+/// reset (the server never reads it), but it is never sent twice.
 #[test]
-fn stale_keep_alive_connections_dropped_abruptly_are_resent() {
-    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale_abrupt(), 3, 60);
-    assert!(num(&doc, "connections.reconnects") > 0);
-    assert_eq!(seen.accepted, 60, "one connection per answered request");
+fn stale_keep_alive_connections_dropped_abruptly_are_not_resent() {
+    let server = TestServer::start(Behaviour::keep_alive().stale_abrupt());
+    let (_, doc) = blast_json(&[&server.url("/"), "--conns", "3", "--requests", "60"]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.sent"), 60);
+    assert!(seen.requests <= 60, "server received {}", seen.requests);
+    assert_eq!(num(&doc, "requests.completed"), seen.answered);
+    assert_eq!(
+        num(&doc, "requests.failed"),
+        num(&doc, "errors.closed_before_response")
+    );
 }
 
 #[test]
@@ -600,20 +614,17 @@ fn pipelined_requests_are_exact() {
 }
 
 /// A server that says `Connection: close` in the middle of a pipeline does not answer the
-/// requests behind it: blast sends those again on a new connection, so each is served once.
+/// requests behind it, but received them: they fail as closed before their response, and
+/// are not sent again.
 #[test]
-fn pipelined_requests_behind_a_close_are_sent_again() {
-    let server = TestServer::start(Behaviour::keep_alive().close_every(5));
-    let url = server.url("/");
-    let (out, doc) = blast_json(&[&url, "--conns", "2", "--pipeline", "4", "--requests", "203"]);
-    assert_exit(&out, 0);
-    assert_exactly_ok(&doc, 203);
-    assert_eq!(
-        server.counts().requests,
+fn pipelined_requests_behind_a_close_fail_once() {
+    let (doc, _) = accounted_run(
+        Behaviour::keep_alive().close_every(5),
+        &["--conns", "2", "--pipeline", "4"],
         203,
-        "requests the server answered"
     );
     assert!(num(&doc, "connections.reconnects") > 0);
+    assert!(num(&doc, "requests.completed") > 0);
 }
 
 /// Heads that arrive cut in two (inside the status line, inside a field name) are put
@@ -685,4 +696,133 @@ fn compare_exits_1_only_when_a_threshold_is_crossed() {
     );
     assert_exit(&blast(&["compare", a, b, "--fail-if", "speed>1%"]), 2);
     assert_exit(&blast(&["compare", a, "/nonexistent.json"]), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounting: the server's count equals blast's
+// ---------------------------------------------------------------------------------------
+
+/// Run `--requests k` with `args` against a server with `behaviour` and check the
+/// accounting: the server received exactly `requests.sent` requests, each ended as
+/// completed, failed or cut off, every response the server wrote was completed, and every
+/// failure was a close before the response. Returns the document and the server's counts.
+fn accounted_run(behaviour: Behaviour, args: &[&str], k: u64) -> (Value, common::Counts) {
+    let server = TestServer::start(behaviour);
+    let (url, k_arg) = (server.url("/"), k.to_string());
+    let mut all = vec![url.as_str(), "--requests", &k_arg, "--timeout", "5s"];
+    all.extend_from_slice(args);
+    let (_, doc) = blast_json(&all);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.sent"), k, "requests.sent:\n{doc:#}");
+    assert_eq!(seen.requests, k, "requests the server received:\n{doc:#}");
+    assert_eq!(
+        num(&doc, "requests.completed"),
+        seen.answered,
+        "responses the server wrote"
+    );
+    assert_eq!(
+        num(&doc, "requests.failed"),
+        num(&doc, "errors.closed_before_response"),
+        "{doc:#}"
+    );
+    (doc, seen)
+}
+
+/// A server that reads every second request of a connection and closes without an
+/// answer (FIN, drop, reset, half-close): the POST is never sent twice.
+#[test]
+fn a_close_after_reading_a_request_fails_it_once() {
+    for behaviour in [
+        Behaviour::keep_alive().unanswered_every(2),
+        Behaviour::keep_alive().unanswered_every(2).abrupt(),
+        Behaviour::keep_alive().unanswered_every(2).rst(),
+    ] {
+        let what = format!("{behaviour:?}");
+        let (doc, _) = accounted_run(behaviour, &["--conns", "4", "--body", "x"], 200);
+        // Every connection alternates, starting with an answer: half, give or take one
+        // per connection.
+        let completed = num(&doc, "requests.completed");
+        assert!((100..=104).contains(&completed), "{what}: {completed}");
+        assert_eq!(
+            num(&doc, "errors.closed_before_response"),
+            200 - completed,
+            "{what}"
+        );
+    }
+}
+
+/// Pipelined x16 against a server that closes after 5 responses without saying so: what
+/// was written behind them fails once, and only what was not written yet goes out again.
+#[test]
+fn pipelined_requests_behind_a_silent_close_fail_once() {
+    let (doc, _) = accounted_run(
+        Behaviour::keep_alive().silent_close_after(5),
+        &["--conns", "2", "--pipeline", "16", "--body", "x"],
+        1000,
+    );
+    assert!(num(&doc, "errors.closed_before_response") > 0, "{doc:#}");
+}
+
+/// Bytes beyond the responses to the requests in flight (a server that answers twice) are
+/// a protocol error on the connection, never the response to the next request.
+#[test]
+fn responses_with_no_request_in_flight_are_parse_errors() {
+    let server = TestServer::start(Behaviour::keep_alive().answer_twice());
+    let (_, doc) = blast_json(&[&server.url("/"), "--conns", "2", "--requests", "100"]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 100, "requests the server received");
+    assert_eq!(num(&doc, "requests.sent"), 100);
+    assert!(num(&doc, "errors.parse") > 0, "{doc:#}");
+    assert!(
+        num(&doc, "requests.completed") <= seen.answered,
+        "completed more than the server answered:\n{doc:#}"
+    );
+    assert_eq!(
+        num(&doc, "requests.completed") + num(&doc, "errors.parse"),
+        100,
+        "{doc:#}"
+    );
+}
+
+/// More header fields than the parser's stack array, and obs-fold lines (unfolded, so that
+/// a folded `Connection: close` is seen), are accepted.
+#[test]
+fn many_and_folded_header_fields_are_accepted() {
+    let mut many: String = (0..100).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    many.push_str("X-Folded: a\r\n b\r\n");
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().extra_headers(&many), 2, 50);
+    assert_eq!(seen.accepted, 2);
+    assert_eq!(num(&doc, "connections.opened"), 2);
+    let folded_close =
+        Behaviour::keep_alive().extra_headers("Connection: keep-alive,\r\n close\r\n");
+    let (doc, seen) = exact_run_against(folded_close, 1, 5);
+    assert_eq!(seen.accepted, 5, "the folded close was seen");
+    assert_eq!(num(&doc, "connections.opened"), 5);
+}
+
+/// Found by fuzzing: an invalid byte after a CR gave a parse error when the head arrived
+/// whole, and a timeout when it arrived a byte at a time.
+#[test]
+fn an_invalid_head_is_a_parse_error_however_it_arrives() {
+    let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 10\ro";
+    for behaviour in [
+        Behaviour::keep_alive().raw(bad),
+        Behaviour::keep_alive().raw(bad).trickle(),
+    ] {
+        let server = TestServer::start(behaviour);
+        let (_, doc) = blast_json(&[
+            &server.url("/"),
+            "--conns",
+            "1",
+            "--requests",
+            "3",
+            "--timeout",
+            "3s",
+        ]);
+        assert_eq!(num(&doc, "errors.parse"), 3, "{doc:#}");
+        assert_balanced(&doc);
+        assert_eq!(server.counts().requests, 3);
+    }
 }

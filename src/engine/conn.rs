@@ -104,9 +104,6 @@ struct Conn {
     shard: Rc<Shard>,
     idx: usize,
     stream: Option<Stream>,
-    /// Responses received on the current connection (a stale keep-alive connection is
-    /// only recognisable as such once it has served one).
-    served: u64,
     ever_connected: bool,
     backoff: Duration,
     buf: Vec<u8>,
@@ -125,8 +122,10 @@ struct Conn {
 enum Broken {
     /// Fail every request in the window with this kind.
     Fail(ErrorKind),
-    /// The server closed cleanly: resend the unanswered requests on a new connection.
-    Resend,
+    /// The connection ended before any byte of the next response. The requests written on
+    /// it fail as `ClosedBeforeResponse`: the server may have acted on them, so they are
+    /// never sent again (RFC 9112 section 9.3.1). Those not written yet go on a new one.
+    Closed,
     /// The run was interrupted: the window is cut off, not failed.
     CutOff,
 }
@@ -158,7 +157,6 @@ impl Conn {
         Conn {
             idx,
             stream: None,
-            served: 0,
             ever_connected: false,
             backoff: BACKOFF_MIN,
             buf: Vec::new(),
@@ -279,7 +277,6 @@ impl Conn {
                 drop(counters);
                 self.ever_connected = true;
                 self.backoff = BACKOFF_MIN;
-                self.served = 0;
                 self.stream = Some(stream);
                 return Ok(());
             }
@@ -418,9 +415,17 @@ impl Conn {
                 }
                 Ok(Progress::Complete { consumed, head }) => {
                     pos += consumed;
+                    // Bytes after the response to the last request in flight answer no
+                    // request (a server that answers twice, or spoke first): the exchange
+                    // is out of step, and this response may not be this request's either.
+                    if self.window.len() == 1
+                        && !data[pos..].iter().all(|b| matches!(b, b'\r' | b'\n'))
+                    {
+                        return Err(Broken::Fail(ErrorKind::Parse));
+                    }
                     completed = true;
                     if !self.complete(head) {
-                        return Err(Broken::Resend);
+                        return Err(Broken::Closed);
                     }
                 }
                 Err(_) => return Err(Broken::Fail(ErrorKind::Parse)),
@@ -472,7 +477,6 @@ impl Conn {
                 }
             }
         }
-        self.served += 1;
         self.parser.reset(self.shard.setup.head);
         let next_deadline = self
             .window
@@ -482,28 +486,29 @@ impl Conn {
         head.keep_alive
     }
 
-    /// The peer closed the connection: maybe that ends a close-delimited body; maybe it is an
-    /// idle keep-alive connection the server let go of, and the requests go out again.
+    /// The peer closed the connection: maybe that ends a close-delimited body; maybe no
+    /// byte of the next response had come (a keep-alive connection the server let go of).
     fn eof(&mut self) -> Broken {
         self.read_at = self.clock();
         match self.parser.on_eof(&mut ()) {
             Ok(Some(head)) => {
                 self.complete(head);
-                Broken::Resend
+                Broken::Closed
             }
-            Ok(None) if self.served > 0 => Broken::Resend,
-            Ok(None) | Err(_) => Broken::Fail(ErrorKind::Closed),
+            Ok(None) => Broken::Closed,
+            Err(_) => Broken::Fail(ErrorKind::Closed),
         }
     }
 
+    /// A reset before any byte of the response is a close before it; otherwise `kind`.
     fn io_failure(&self, kind: ErrorKind, e: &io::Error) -> Broken {
         let nothing_yet = !self.parser.in_progress() && self.start == self.end;
         let reset = matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
         );
-        if reset && nothing_yet && self.served > 0 {
-            return Broken::Resend;
+        if reset && nothing_yet {
+            return Broken::Closed;
         }
         Broken::Fail(kind)
     }
@@ -511,9 +516,23 @@ impl Conn {
     async fn handle(&mut self, broken: Broken) {
         // The failure is counted now: in the interval it happened in.
         self.clock();
+        if let Broken::Closed = broken {
+            // Written requests are the front of the window (they go out in order).
+            let mut n = 0;
+            while self.window.front().is_some_and(|f| f.written) {
+                self.window.pop_front();
+                n += 1;
+            }
+            if n > 0 {
+                let mut counters = self.shard.counters.borrow_mut();
+                counters.record_error(ErrorKind::ClosedBeforeResponse, n);
+                drop(counters);
+                self.shard.release(n);
+            }
+        }
         self.close();
         match broken {
-            Broken::Resend => {}
+            Broken::Closed => {}
             Broken::CutOff => {
                 let n = self.window.len() as u64;
                 self.shard.counters.borrow_mut().cut_off += n;
