@@ -826,3 +826,29 @@ fn an_invalid_head_is_a_parse_error_however_it_arrives() {
         assert_eq!(server.counts().requests, 3);
     }
 }
+
+/// Pipelined large bodies are written from the one pre-rendered copy, not gathered per
+/// request: memory stays bounded by the connections, not by body size times depth.
+#[test]
+fn pipelined_large_bodies_are_not_copied_per_request() {
+    const BODY: usize = 4 << 20;
+    let body = TempFile::with_contents("big-body", &vec![b'b'; BODY]);
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "2",
+        "--pipeline",
+        "16",
+        "--requests",
+        "48",
+    ]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 48);
+    assert_eq!(server.counts().requests, 48, "requests the server received");
+    // Gathering would hold up to 16 bodies per connection: 128 MiB.
+    let rss = num(&doc, "peak_rss_bytes");
+    assert!(rss < 48 << 20, "peak RSS {} MiB", rss >> 20);
+}

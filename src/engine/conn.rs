@@ -2,7 +2,7 @@
 //! may start (`Shard::take_ticket`), this loop sends it, reads the response and records it.
 //!
 //! Per request it does one write, of the shard's pre-rendered request as it is (several
-//! pipelined ones are gathered into one buffer first), and (usually) one read, into the
+//! small pipelined ones are gathered into one buffer first), and (usually) one read, into the
 //! shard's receive buffer; it touches only shard-local state: no formatting, no
 //! allocation, no locks, no atomics.
 
@@ -29,6 +29,11 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Older arrival stamps than this are not believed (see `arrival`).
 const MAX_STAMP_AGE: Duration = Duration::from_secs(1);
+
+/// Pipelined requests are gathered into one write up to this size; a larger one is written
+/// on its own, from the shard's copy, so that a connection's memory does not grow with
+/// body size times pipelining depth.
+const GATHER_MAX: usize = 64 * 1024;
 
 /// Open loop: how late past the end of the run a request due before it may still be sent.
 const LATE_GRACE: Duration = Duration::from_millis(100);
@@ -88,6 +93,13 @@ impl Window {
             self.head = self.rest.pop_front();
         }
         Some(f)
+    }
+
+    fn get(&self, i: usize) -> Option<&InFlight> {
+        match i {
+            0 => self.head.as_ref(),
+            _ => self.rest.get(i - 1),
+        }
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut InFlight> {
@@ -284,25 +296,17 @@ impl Conn {
         Err(Broken::Fail(ErrorKind::Connect))
     }
 
-    /// Write every request of the window that is not on the wire yet, in one write. A lone
-    /// request (no pipelining) goes straight from the shard's pre-rendered bytes, which
-    /// every connection shares; only several are gathered in `wbuf` first.
+    /// Write every request of the window that is not on the wire yet. A lone request (no
+    /// pipelining) goes straight from the shard's pre-rendered bytes, which every connection
+    /// shares; several are gathered in `wbuf` into one write, up to `GATHER_MAX`, and a
+    /// larger one is written on its own, uncopied, so that `wbuf` never holds big bodies.
     async fn write(&mut self) -> Result<(), Broken> {
         let now = self.clock();
-        self.wbuf.clear();
-        let mut first = None;
+        let mut unwritten = 0;
         {
             let mut hists = self.shard.hists.borrow_mut();
             for f in self.window.iter_mut().filter(|f| !f.written) {
-                match first {
-                    None => first = Some(f.ticket),
-                    Some(t) => {
-                        if self.wbuf.is_empty() {
-                            self.wbuf.extend_from_slice(self.shard.request(t));
-                        }
-                        self.wbuf.extend_from_slice(self.shard.request(f.ticket));
-                    }
-                }
+                unwritten += 1;
                 f.written = true;
                 f.sent = now;
                 if let (Some(at), false) = (f.ticket.intended, f.lag_recorded) {
@@ -311,19 +315,48 @@ impl Conn {
                 }
             }
         }
-        let Some(first) = first else {
+        if unwritten == 0 {
             return Ok(());
-        };
+        }
         if self.watch().deadline.get().is_none() {
             self.watch()
                 .deadline
                 .set(Some(now + self.shard.setup.timeout));
         }
-        let bytes = if self.wbuf.is_empty() {
-            self.shard.request(first)
-        } else {
-            &self.wbuf[..]
-        };
+        // Written requests are the front of the window: the new ones are its tail.
+        let shard = self.shard.clone();
+        let mut wbuf = std::mem::take(&mut self.wbuf);
+        wbuf.clear();
+        // The run to write next: one request, uncopied, or several gathered in `wbuf`.
+        let mut lone: Option<&[u8]> = None;
+        let len = self.window.len();
+        for i in len - unwritten..len {
+            let ticket = self.window.get(i).expect("within the window").ticket;
+            let bytes = shard.request(ticket);
+            let run = lone.map_or(wbuf.len(), <[u8]>::len);
+            if run > 0 && run + bytes.len() > GATHER_MAX {
+                let sent = self.send(lone.take().unwrap_or(&wbuf[..])).await;
+                wbuf.clear();
+                if sent.is_err() {
+                    self.wbuf = wbuf;
+                    return sent;
+                }
+            }
+            match lone.take() {
+                None if wbuf.is_empty() => lone = Some(bytes),
+                Some(prev) => {
+                    wbuf.extend_from_slice(prev);
+                    wbuf.extend_from_slice(bytes);
+                }
+                None => wbuf.extend_from_slice(bytes),
+            }
+        }
+        let sent = self.send(lone.unwrap_or(&wbuf[..])).await;
+        self.wbuf = wbuf;
+        sent
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         let stream = self.stream.as_mut().expect("connected before writing");
         match stream.write_all(bytes).await {
             Ok(()) => {
