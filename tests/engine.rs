@@ -852,3 +852,29 @@ fn pipelined_large_bodies_are_not_copied_per_request() {
     let rss = num(&doc, "peak_rss_bytes");
     assert!(rss < 48 << 20, "peak RSS {} MiB", rss >> 20);
 }
+
+/// A streamed answer that stops after its status and two token events: the request times
+/// out, and its status and the tokens that came are still reported.
+#[test]
+fn a_timeout_after_the_head_keeps_its_status_and_tokens() {
+    let partial = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        3c\r\n{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n\r\n";
+    let server = TestServer::start(Behaviour::keep_alive().raw(partial));
+    let (_, doc) = blast_json(&[
+        &server.url("/api/generate"),
+        "--api",
+        "ollama-generate",
+        "--conns",
+        "1",
+        "--requests",
+        "2",
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(num(&doc, "errors.timeout"), 2, "{doc:#}");
+    assert_eq!(num(&doc, "status.200"), 2, "{doc:#}");
+    assert_eq!(num(&doc, "tokens.output"), 4, "{doc:#}");
+    assert_eq!(num(&doc, "requests.completed"), 0);
+    assert_balanced(&doc);
+    assert_eq!(server.counts().requests, 2);
+}

@@ -549,6 +549,15 @@ impl Conn {
     async fn handle(&mut self, broken: Broken) {
         // The failure is counted now: in the interval it happened in.
         self.clock();
+        if let (Broken::Fail(_), Some(head)) = (&broken, self.parser.unfinished_head()) {
+            // The oldest request fails after its head arrived: its status and the tokens
+            // that came are still reported.
+            let mut counters = self.shard.counters.borrow_mut();
+            counters.count_status(head.status);
+            if let Some(llm) = &mut self.llm {
+                llm.abandon(&mut counters);
+            }
+        }
         if let Broken::Closed = broken {
             // Written requests are the front of the window (they go out in order).
             let mut n = 0;

@@ -136,6 +136,8 @@ pub struct ResponseParser {
     head_scanned: usize,
     /// The scanned head ends inside a field value (see `in_field_value`).
     head_in_value: bool,
+    /// The final head of the current response has been parsed (it is `head`).
+    has_head: bool,
     head: ResponseHead,
     chunk_size: u64,
     chunk_digits: bool,
@@ -156,6 +158,7 @@ impl ResponseParser {
             started: false,
             head_scanned: 0,
             head_in_value: false,
+            has_head: false,
             head: ResponseHead {
                 status: 0,
                 keep_alive: false,
@@ -173,6 +176,16 @@ impl ResponseParser {
         self.started = false;
         self.head_scanned = 0;
         self.head_in_value = false;
+        self.has_head = false;
+    }
+
+    /// The final head of a response that arrived but did not complete (its body was cut
+    /// short, timed out or broken): what the status of a failed request was.
+    pub fn unfinished_head(&self) -> Option<ResponseHead> {
+        match self.state {
+            State::Done => None,
+            _ => self.has_head.then_some(self.head),
+        }
     }
 
     /// True when some bytes of the current response have been seen (an incomplete head the
@@ -380,6 +393,7 @@ impl ResponseParser {
             keep_alive = false;
         }
         self.head = ResponseHead { status, keep_alive };
+        self.has_head = true;
         self.state = body_state;
         sink.on_head(&self.head);
         Ok(true)
