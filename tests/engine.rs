@@ -878,3 +878,27 @@ fn a_timeout_after_the_head_keeps_its_status_and_tokens() {
     assert_balanced(&doc);
     assert_eq!(server.counts().requests, 2);
 }
+
+/// A server that answers 413 as soon as it has the head, then resets the connection while
+/// blast is still writing the body: the response is counted, with its status, and not
+/// lost as a write error.
+#[test]
+fn an_early_final_response_is_counted() {
+    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
+    let server = TestServer::start(Behaviour::keep_alive().status(413).early_reply());
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 3, "requests the server received");
+    assert_eq!(num(&doc, "requests.completed"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "requests.failed"), 0, "{doc:#}");
+}

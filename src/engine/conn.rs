@@ -188,8 +188,36 @@ impl Conn {
         if self.stream.is_none() {
             self.connect().await?;
         }
-        self.write().await?;
+        if let Err(broken) = self.write().await {
+            return Err(self.early_response(broken));
+        }
         self.read().await
+    }
+
+    /// A write failed: a server may have answered before reading the whole request (a 413
+    /// for a body too large, then a reset). Whatever response it sent is read and counted;
+    /// `broken` stands for the rest.
+    fn early_response(&mut self, broken: Broken) -> Broken {
+        let Some(stream) = self.stream.as_ref() else {
+            return broken;
+        };
+        if self.start < self.end {
+            return broken;
+        }
+        let shard = self.shard.clone();
+        let mut rbuf = shard.rbuf.borrow_mut();
+        let n = match stream.try_read(&mut rbuf[..]) {
+            Some(Ok(n)) if n > 0 => n,
+            _ => return broken,
+        };
+        self.read_at = self.clock();
+        self.shard.counters.borrow_mut().bytes_read += n as u64;
+        match self.parse(&rbuf[..n]) {
+            // The rest of the window was written, and will not be answered.
+            Ok((_, true)) => Broken::Closed,
+            Ok((_, false)) => broken,
+            Err(parse_failure) => parse_failure,
+        }
     }
 
     /// Read the clock. Every event a connection records is timed by a reading taken here,

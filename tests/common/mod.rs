@@ -234,6 +234,9 @@ pub struct Behaviour {
     pub trickle: bool,
     /// Header field lines added to every response head (each ending in CRLF).
     pub extra_headers: String,
+    /// Answer (with `Connection: close`) as soon as a request head has arrived, before
+    /// reading its body, then reset the connection (nginx's 413 for a body too large).
+    pub early_reply: bool,
 }
 
 impl Default for Behaviour {
@@ -255,6 +258,7 @@ impl Default for Behaviour {
             raw: None,
             trickle: false,
             extra_headers: String::new(),
+            early_reply: false,
         }
     }
 }
@@ -362,6 +366,12 @@ impl Behaviour {
     pub fn trickle(self) -> Self {
         Behaviour {
             trickle: true,
+            ..self
+        }
+    }
+    pub fn early_reply(self) -> Self {
+        Behaviour {
+            early_reply: true,
             ..self
         }
     }
@@ -583,6 +593,18 @@ fn serve(
     let mut served = 0u64;
     let mut received = 0u64;
     loop {
+        if b.early_reply {
+            if let Some(req) = request_head(&buf)? {
+                record(shared, req);
+                stream.write_all(&response(b, true, false))?;
+                shared.answered.fetch_add(1, Ordering::SeqCst);
+                let reset = Behaviour {
+                    rst_close: true,
+                    ..Behaviour::default()
+                };
+                return close(stream, &reset, buf, shared, stop);
+            }
+        }
         while let Some((req, used)) = parse_request(&buf)? {
             buf.drain(..used);
             let req_is_head = req.method == "HEAD";
@@ -755,6 +777,22 @@ pub fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> 
         .collect()
 }
 
+/// The head of a request at the front of `buf` (its body not read), once complete.
+fn request_head(buf: &[u8]) -> io::Result<Option<SeenRequest>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Ok(Some(SeenRequest {
+            method: req.method.unwrap_or_default().to_string(),
+            path: req.path.unwrap_or_default().to_string(),
+            headers: owned_headers(req.headers),
+            body: Vec::new(),
+        })),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    }
+}
+
 /// One complete request (head and `Content-Length` body) at the front of `buf`, and its
 /// length; None while incomplete.
 pub fn parse_request(buf: &[u8]) -> io::Result<Option<(SeenRequest, usize)>> {
@@ -836,6 +874,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         404 => "Not Found",
+        413 => "Content Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Whatever",
