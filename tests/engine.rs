@@ -901,4 +901,23 @@ fn an_early_final_response_is_counted() {
     assert_eq!(num(&doc, "requests.completed"), 3, "{doc:#}");
     assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
     assert_eq!(num(&doc, "requests.failed"), 0, "{doc:#}");
+
+    // Only part of the early response came before the reset: the request fails, as
+    // closed before its response was complete, and its status still counts.
+    let cut =
+        b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 100\r\n\r\nab";
+    let server = TestServer::start(Behaviour::keep_alive().raw(cut).early_reply());
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    assert_balanced(&doc);
+    assert_eq!(server.counts().requests, 3, "requests the server received");
+    assert_eq!(num(&doc, "errors.closed"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
 }

@@ -215,6 +215,11 @@ impl Conn {
         match self.parse(&rbuf[..n]) {
             // The rest of the window was written, and will not be answered.
             Ok((_, true)) => Broken::Closed,
+            // Part of a response came: it did begin (its status is still counted).
+            Ok((_, false)) if self.parser.in_progress() => match broken {
+                Broken::Closed => Broken::Fail(ErrorKind::Closed),
+                other => other,
+            },
             Ok((_, false)) => broken,
             Err(parse_failure) => parse_failure,
         }

@@ -596,7 +596,8 @@ fn serve(
         if b.early_reply {
             if let Some(req) = request_head(&buf)? {
                 record(shared, req);
-                stream.write_all(&response(b, true, false))?;
+                let resp = b.raw.clone().unwrap_or_else(|| response(b, true, false));
+                stream.write_all(&resp)?;
                 shared.answered.fetch_add(1, Ordering::SeqCst);
                 let reset = Behaviour {
                     rst_close: true,
