@@ -730,7 +730,7 @@ fn accounted_run(behaviour: Behaviour, args: &[&str], k: u64) -> (Value, common:
 }
 
 /// A server that reads every second request of a connection and closes without an
-/// answer (FIN, drop, reset, half-close): the POST is never sent twice.
+/// answer (half-close then FIN, drop, reset): the POST is never sent twice.
 #[test]
 fn a_close_after_reading_a_request_fails_it_once() {
     for behaviour in [

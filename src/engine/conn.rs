@@ -45,7 +45,7 @@ struct InFlight {
     /// The (latest) write of this request.
     sent: Instant,
     written: bool,
-    /// Send lag is recorded at the first write only (a resend is not the schedule's fault).
+    /// Send lag is recorded once per request.
     lag_recorded: bool,
 }
 
