@@ -439,7 +439,15 @@ fn json_document_has_every_key() {
     for path in paths {
         at(&doc, path);
     }
-    for kind in ["connect", "timeout", "read", "write", "parse", "closed"] {
+    for kind in [
+        "connect",
+        "timeout",
+        "read",
+        "write",
+        "parse",
+        "closed",
+        "closed_before_response",
+    ] {
         at(&doc, &format!("errors.{kind}"));
     }
     assert!(at(&doc, "config").is_object());
