@@ -36,6 +36,10 @@ pub enum ErrorKind {
     Parse,
     /// The server closed the connection before the response was complete.
     Closed,
+    /// The connection closed (or was reset) after the request was written and before any
+    /// byte of its response: the request is not sent again, since the server may have
+    /// acted on it.
+    ClosedBeforeResponse,
     /// LLM: a 2xx response whose stream carried an error object (or malformed events).
     Stream,
     /// LLM: the body ended before the stream's end (`done`, `[DONE]` or a finish reason).
@@ -43,13 +47,14 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 8] = [
+    pub const ALL: [ErrorKind; 9] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Read,
         ErrorKind::Write,
         ErrorKind::Parse,
         ErrorKind::Closed,
+        ErrorKind::ClosedBeforeResponse,
         ErrorKind::Stream,
         ErrorKind::Truncated,
     ];
@@ -61,6 +66,7 @@ impl ErrorKind {
             ErrorKind::Write => "write",
             ErrorKind::Parse => "parse",
             ErrorKind::Closed => "closed",
+            ErrorKind::ClosedBeforeResponse => "closed_before_response",
             ErrorKind::Stream => "stream",
             ErrorKind::Truncated => "truncated",
         }

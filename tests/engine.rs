@@ -157,18 +157,32 @@ fn close_delimited_bodies() {
     );
 }
 
+/// A keep-alive connection the server closes after one response, without saying so: the
+/// request written on it before the close was seen fails as closed before its response,
+/// and is not sent again.
 #[test]
-fn stale_keep_alive_connections_are_resent() {
-    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale(), 3, 60);
+fn stale_keep_alive_connections_fail_the_request_written_on_them() {
+    let (doc, seen) = accounted_run(Behaviour::keep_alive().stale(), &["--conns", "3"], 60);
     assert!(num(&doc, "connections.reconnects") > 0);
-    assert_eq!(seen.accepted, 60, "one connection per answered request");
+    assert!(num(&doc, "errors.closed_before_response") > 0, "{doc:#}");
+    assert_eq!(seen.requests, 60, "requests the server received");
 }
 
+/// The same, with the socket dropped: what blast wrote after the close may be lost in the
+/// reset (the server never reads it), but it is never sent twice.
 #[test]
-fn stale_keep_alive_connections_dropped_abruptly_are_resent() {
-    let (doc, seen) = exact_run_against(Behaviour::keep_alive().stale_abrupt(), 3, 60);
-    assert!(num(&doc, "connections.reconnects") > 0);
-    assert_eq!(seen.accepted, 60, "one connection per answered request");
+fn stale_keep_alive_connections_dropped_abruptly_are_not_resent() {
+    let server = TestServer::start(Behaviour::keep_alive().stale_abrupt());
+    let (_, doc) = blast_json(&[&server.url("/"), "--conns", "3", "--requests", "60"]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.sent"), 60);
+    assert!(seen.requests <= 60, "server received {}", seen.requests);
+    assert_eq!(num(&doc, "requests.completed"), seen.answered);
+    assert_eq!(
+        num(&doc, "requests.failed"),
+        num(&doc, "errors.closed_before_response")
+    );
 }
 
 #[test]
@@ -425,7 +439,15 @@ fn json_document_has_every_key() {
     for path in paths {
         at(&doc, path);
     }
-    for kind in ["connect", "timeout", "read", "write", "parse", "closed"] {
+    for kind in [
+        "connect",
+        "timeout",
+        "read",
+        "write",
+        "parse",
+        "closed",
+        "closed_before_response",
+    ] {
         at(&doc, &format!("errors.{kind}"));
     }
     assert!(at(&doc, "config").is_object());
@@ -600,20 +622,17 @@ fn pipelined_requests_are_exact() {
 }
 
 /// A server that says `Connection: close` in the middle of a pipeline does not answer the
-/// requests behind it: blast sends those again on a new connection, so each is served once.
+/// requests behind it, but received them: they fail as closed before their response, and
+/// are not sent again.
 #[test]
-fn pipelined_requests_behind_a_close_are_sent_again() {
-    let server = TestServer::start(Behaviour::keep_alive().close_every(5));
-    let url = server.url("/");
-    let (out, doc) = blast_json(&[&url, "--conns", "2", "--pipeline", "4", "--requests", "203"]);
-    assert_exit(&out, 0);
-    assert_exactly_ok(&doc, 203);
-    assert_eq!(
-        server.counts().requests,
+fn pipelined_requests_behind_a_close_fail_once() {
+    let (doc, _) = accounted_run(
+        Behaviour::keep_alive().close_every(5),
+        &["--conns", "2", "--pipeline", "4"],
         203,
-        "requests the server answered"
     );
     assert!(num(&doc, "connections.reconnects") > 0);
+    assert!(num(&doc, "requests.completed") > 0);
 }
 
 /// Heads that arrive cut in two (inside the status line, inside a field name) are put
@@ -685,4 +704,228 @@ fn compare_exits_1_only_when_a_threshold_is_crossed() {
     );
     assert_exit(&blast(&["compare", a, b, "--fail-if", "speed>1%"]), 2);
     assert_exit(&blast(&["compare", a, "/nonexistent.json"]), 2);
+}
+
+// ---------------------------------------------------------------------------------------
+// Accounting: the server's count equals blast's
+// ---------------------------------------------------------------------------------------
+
+/// Run `--requests k` with `args` against a server with `behaviour` and check the
+/// accounting: the server received exactly `requests.sent` requests, each ended as
+/// completed, failed or cut off, every response the server wrote was completed, and every
+/// failure was a close before the response. Returns the document and the server's counts.
+fn accounted_run(behaviour: Behaviour, args: &[&str], k: u64) -> (Value, common::Counts) {
+    let server = TestServer::start(behaviour);
+    let (url, k_arg) = (server.url("/"), k.to_string());
+    let mut all = vec![url.as_str(), "--requests", &k_arg, "--timeout", "5s"];
+    all.extend_from_slice(args);
+    let (_, doc) = blast_json(&all);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.sent"), k, "requests.sent:\n{doc:#}");
+    assert_eq!(seen.requests, k, "requests the server received:\n{doc:#}");
+    assert_eq!(
+        num(&doc, "requests.completed"),
+        seen.answered,
+        "responses the server wrote"
+    );
+    assert_eq!(
+        num(&doc, "requests.failed"),
+        num(&doc, "errors.closed_before_response"),
+        "{doc:#}"
+    );
+    (doc, seen)
+}
+
+/// A server that reads every second request of a connection and closes without an
+/// answer (half-close then FIN, drop, reset): the POST is never sent twice.
+#[test]
+fn a_close_after_reading_a_request_fails_it_once() {
+    for behaviour in [
+        Behaviour::keep_alive().unanswered_every(2),
+        Behaviour::keep_alive().unanswered_every(2).abrupt(),
+        Behaviour::keep_alive().unanswered_every(2).rst(),
+    ] {
+        let what = format!("{behaviour:?}");
+        let (doc, _) = accounted_run(behaviour, &["--conns", "4", "--body", "x"], 200);
+        // Every connection alternates, starting with an answer: half, give or take one
+        // per connection.
+        let completed = num(&doc, "requests.completed");
+        assert!((100..=104).contains(&completed), "{what}: {completed}");
+        assert_eq!(
+            num(&doc, "errors.closed_before_response"),
+            200 - completed,
+            "{what}"
+        );
+    }
+}
+
+/// Pipelined x16 against a server that closes after 5 responses without saying so: what
+/// was written behind them fails once, and only what was not written yet goes out again.
+#[test]
+fn pipelined_requests_behind_a_silent_close_fail_once() {
+    let (doc, _) = accounted_run(
+        Behaviour::keep_alive().silent_close_after(5),
+        &["--conns", "2", "--pipeline", "16", "--body", "x"],
+        1000,
+    );
+    assert!(num(&doc, "errors.closed_before_response") > 0, "{doc:#}");
+}
+
+/// Bytes beyond the responses to the requests in flight (a server that answers twice) are
+/// a protocol error on the connection, never the response to the next request.
+#[test]
+fn responses_with_no_request_in_flight_are_parse_errors() {
+    let server = TestServer::start(Behaviour::keep_alive().answer_twice());
+    let (_, doc) = blast_json(&[&server.url("/"), "--conns", "2", "--requests", "100"]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 100, "requests the server received");
+    assert_eq!(num(&doc, "requests.sent"), 100);
+    assert!(num(&doc, "errors.parse") > 0, "{doc:#}");
+    assert!(
+        num(&doc, "requests.completed") <= seen.answered,
+        "completed more than the server answered:\n{doc:#}"
+    );
+    assert_eq!(
+        num(&doc, "requests.completed") + num(&doc, "errors.parse"),
+        100,
+        "{doc:#}"
+    );
+}
+
+/// More header fields than the parser's stack array, and obs-fold lines (unfolded, so that
+/// a folded `Connection: close` is seen), are accepted.
+#[test]
+fn many_and_folded_header_fields_are_accepted() {
+    let mut many: String = (0..100).map(|i| format!("X-Field-{i}: v\r\n")).collect();
+    many.push_str("X-Folded: a\r\n b\r\n");
+    let (doc, seen) = exact_run_against(Behaviour::keep_alive().extra_headers(&many), 2, 50);
+    assert_eq!(seen.accepted, 2);
+    assert_eq!(num(&doc, "connections.opened"), 2);
+    let folded_close =
+        Behaviour::keep_alive().extra_headers("Connection: keep-alive,\r\n close\r\n");
+    let (doc, seen) = exact_run_against(folded_close, 1, 5);
+    assert_eq!(seen.accepted, 5, "the folded close was seen");
+    assert_eq!(num(&doc, "connections.opened"), 5);
+}
+
+/// Found by fuzzing: an invalid byte after a CR gave a parse error when the head arrived
+/// whole, and a timeout when it arrived a byte at a time.
+#[test]
+fn an_invalid_head_is_a_parse_error_however_it_arrives() {
+    let bad = b"HTTP/1.1 200 OK\r\nContent-Length: 10\ro";
+    for behaviour in [
+        Behaviour::keep_alive().raw(bad),
+        Behaviour::keep_alive().raw(bad).trickle(),
+    ] {
+        let server = TestServer::start(behaviour);
+        let (_, doc) = blast_json(&[
+            &server.url("/"),
+            "--conns",
+            "1",
+            "--requests",
+            "3",
+            "--timeout",
+            "3s",
+        ]);
+        assert_eq!(num(&doc, "errors.parse"), 3, "{doc:#}");
+        assert_balanced(&doc);
+        assert_eq!(server.counts().requests, 3);
+    }
+}
+
+/// Pipelined large bodies are written from the one pre-rendered copy, not gathered per
+/// request: memory stays bounded by the connections, not by body size times depth.
+#[test]
+fn pipelined_large_bodies_are_not_copied_per_request() {
+    const BODY: usize = 4 << 20;
+    let body = TempFile::with_contents("big-body", &vec![b'b'; BODY]);
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "2",
+        "--pipeline",
+        "16",
+        "--requests",
+        "48",
+    ]);
+    assert_exit(&out, 0);
+    assert_exactly_ok(&doc, 48);
+    assert_eq!(server.counts().requests, 48, "requests the server received");
+    // Gathering would hold up to 16 bodies per connection: 128 MiB.
+    let rss = num(&doc, "peak_rss_bytes");
+    assert!(rss < 48 << 20, "peak RSS {} MiB", rss >> 20);
+}
+
+/// A streamed answer that stops after its status and two token events: the request times
+/// out, and its status and the tokens that came are still reported.
+#[test]
+fn a_timeout_after_the_head_keeps_its_status_and_tokens() {
+    let partial = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+        3c\r\n{\"response\":\"a\",\"done\":false}\n{\"response\":\"b\",\"done\":false}\n\r\n";
+    let server = TestServer::start(Behaviour::keep_alive().raw(partial));
+    let (_, doc) = blast_json(&[
+        &server.url("/api/generate"),
+        "--api",
+        "ollama-generate",
+        "--conns",
+        "1",
+        "--requests",
+        "2",
+        "--timeout",
+        "300ms",
+    ]);
+    assert_eq!(num(&doc, "errors.timeout"), 2, "{doc:#}");
+    assert_eq!(num(&doc, "status.200"), 2, "{doc:#}");
+    assert_eq!(num(&doc, "tokens.output"), 4, "{doc:#}");
+    assert_eq!(num(&doc, "requests.completed"), 0);
+    assert_balanced(&doc);
+    assert_eq!(server.counts().requests, 2);
+}
+
+/// A server that answers 413 as soon as it has the head, then resets the connection while
+/// blast is still writing the body: the response is counted, with its status, and not
+/// lost as a write error.
+#[test]
+fn an_early_final_response_is_counted() {
+    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
+    let server = TestServer::start(Behaviour::keep_alive().status(413).early_reply());
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 3, "requests the server received");
+    assert_eq!(num(&doc, "requests.completed"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "requests.failed"), 0, "{doc:#}");
+
+    // Only part of the early response came before the reset: the request fails, as
+    // closed before its response was complete, and its status still counts.
+    let cut =
+        b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 100\r\n\r\nab";
+    let server = TestServer::start(Behaviour::keep_alive().raw(cut).early_reply());
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    assert_balanced(&doc);
+    assert_eq!(server.counts().requests, 3, "requests the server received");
+    assert_eq!(num(&doc, "errors.closed"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
 }

@@ -2,7 +2,7 @@
 //! may start (`Shard::take_ticket`), this loop sends it, reads the response and records it.
 //!
 //! Per request it does one write, of the shard's pre-rendered request as it is (several
-//! pipelined ones are gathered into one buffer first), and (usually) one read, into the
+//! small pipelined ones are gathered into one buffer first), and (usually) one read, into the
 //! shard's receive buffer; it touches only shard-local state: no formatting, no
 //! allocation, no locks, no atomics.
 
@@ -30,6 +30,11 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// Older arrival stamps than this are not believed (see `arrival`).
 const MAX_STAMP_AGE: Duration = Duration::from_secs(1);
 
+/// Pipelined requests are gathered into one write up to this size; a larger one is written
+/// on its own, from the shard's copy, so that a connection's memory does not grow with
+/// body size times pipelining depth.
+const GATHER_MAX: usize = 64 * 1024;
+
 /// Open loop: how late past the end of the run a request due before it may still be sent.
 const LATE_GRACE: Duration = Duration::from_millis(100);
 
@@ -40,7 +45,7 @@ struct InFlight {
     /// The (latest) write of this request.
     sent: Instant,
     written: bool,
-    /// Send lag is recorded at the first write only (a resend is not the schedule's fault).
+    /// Send lag is recorded once per request.
     lag_recorded: bool,
 }
 
@@ -90,6 +95,13 @@ impl Window {
         Some(f)
     }
 
+    fn get(&self, i: usize) -> Option<&InFlight> {
+        match i {
+            0 => self.head.as_ref(),
+            _ => self.rest.get(i - 1),
+        }
+    }
+
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut InFlight> {
         self.head.iter_mut().chain(self.rest.iter_mut())
     }
@@ -104,9 +116,6 @@ struct Conn {
     shard: Rc<Shard>,
     idx: usize,
     stream: Option<Stream>,
-    /// Responses received on the current connection (a stale keep-alive connection is
-    /// only recognisable as such once it has served one).
-    served: u64,
     ever_connected: bool,
     backoff: Duration,
     buf: Vec<u8>,
@@ -125,8 +134,10 @@ struct Conn {
 enum Broken {
     /// Fail every request in the window with this kind.
     Fail(ErrorKind),
-    /// The server closed cleanly: resend the unanswered requests on a new connection.
-    Resend,
+    /// The connection ended before any byte of the next response. The requests written on
+    /// it fail as `ClosedBeforeResponse`: the server may have acted on them, so they are
+    /// never sent again (RFC 9112 section 9.3.1). Those not written yet go on a new one.
+    Closed,
     /// The run was interrupted: the window is cut off, not failed.
     CutOff,
 }
@@ -158,7 +169,6 @@ impl Conn {
         Conn {
             idx,
             stream: None,
-            served: 0,
             ever_connected: false,
             backoff: BACKOFF_MIN,
             buf: Vec::new(),
@@ -178,8 +188,41 @@ impl Conn {
         if self.stream.is_none() {
             self.connect().await?;
         }
-        self.write().await?;
+        if let Err(broken) = self.write().await {
+            return Err(self.early_response(broken));
+        }
         self.read().await
+    }
+
+    /// A write failed: a server may have answered before reading the whole request (a 413
+    /// for a body too large, then a reset). Whatever response it sent is read and counted;
+    /// `broken` stands for the rest.
+    fn early_response(&mut self, broken: Broken) -> Broken {
+        let Some(stream) = self.stream.as_ref() else {
+            return broken;
+        };
+        if self.start < self.end {
+            return broken;
+        }
+        let shard = self.shard.clone();
+        let mut rbuf = shard.rbuf.borrow_mut();
+        let n = match stream.try_read(&mut rbuf[..]) {
+            Some(Ok(n)) if n > 0 => n,
+            _ => return broken,
+        };
+        self.read_at = self.clock();
+        self.shard.counters.borrow_mut().bytes_read += n as u64;
+        match self.parse(&rbuf[..n]) {
+            // The rest of the window was written, and will not be answered.
+            Ok((_, true)) => Broken::Closed,
+            // Part of a response came: it did begin (its status is still counted).
+            Ok((_, false)) if self.parser.in_progress() => match broken {
+                Broken::Closed => Broken::Fail(ErrorKind::Closed),
+                other => other,
+            },
+            Ok((_, false)) => broken,
+            Err(parse_failure) => parse_failure,
+        }
     }
 
     /// Read the clock. Every event a connection records is timed by a reading taken here,
@@ -287,7 +330,6 @@ impl Conn {
                 drop(counters);
                 self.ever_connected = true;
                 self.backoff = BACKOFF_MIN;
-                self.served = 0;
                 self.stream = Some(stream);
                 return Ok(());
             }
@@ -301,25 +343,17 @@ impl Conn {
         Err(Broken::Fail(ErrorKind::Connect))
     }
 
-    /// Write every request of the window that is not on the wire yet, in one write. A lone
-    /// request (no pipelining) goes straight from the shard's pre-rendered bytes, which
-    /// every connection shares; only several are gathered in `wbuf` first.
+    /// Write every request of the window that is not on the wire yet. A lone request (no
+    /// pipelining) goes straight from the shard's pre-rendered bytes, which every connection
+    /// shares; several are gathered in `wbuf` into one write, up to `GATHER_MAX`, and a
+    /// larger one is written on its own, uncopied, so that `wbuf` never holds big bodies.
     async fn write(&mut self) -> Result<(), Broken> {
         let now = self.clock();
-        self.wbuf.clear();
-        let mut first = None;
+        let mut unwritten = 0;
         {
             let mut hists = self.shard.hists.borrow_mut();
             for f in self.window.iter_mut().filter(|f| !f.written) {
-                match first {
-                    None => first = Some(f.ticket),
-                    Some(t) => {
-                        if self.wbuf.is_empty() {
-                            self.wbuf.extend_from_slice(self.shard.request(t));
-                        }
-                        self.wbuf.extend_from_slice(self.shard.request(f.ticket));
-                    }
-                }
+                unwritten += 1;
                 f.written = true;
                 f.sent = now;
                 if let (Some(at), false) = (f.ticket.intended, f.lag_recorded) {
@@ -328,19 +362,48 @@ impl Conn {
                 }
             }
         }
-        let Some(first) = first else {
+        if unwritten == 0 {
             return Ok(());
-        };
+        }
         if self.watch().deadline.get().is_none() {
             self.watch()
                 .deadline
                 .set(Some(now + self.shard.setup.timeout));
         }
-        let bytes = if self.wbuf.is_empty() {
-            self.shard.request(first)
-        } else {
-            &self.wbuf[..]
-        };
+        // Written requests are the front of the window: the new ones are its tail.
+        let shard = self.shard.clone();
+        let mut wbuf = std::mem::take(&mut self.wbuf);
+        wbuf.clear();
+        // The run to write next: one request, uncopied, or several gathered in `wbuf`.
+        let mut lone: Option<&[u8]> = None;
+        let len = self.window.len();
+        for i in len - unwritten..len {
+            let ticket = self.window.get(i).expect("within the window").ticket;
+            let bytes = shard.request(ticket);
+            let run = lone.map_or(wbuf.len(), <[u8]>::len);
+            if run > 0 && run + bytes.len() > GATHER_MAX {
+                let sent = self.send(lone.take().unwrap_or(&wbuf[..])).await;
+                wbuf.clear();
+                if sent.is_err() {
+                    self.wbuf = wbuf;
+                    return sent;
+                }
+            }
+            match lone.take() {
+                None if wbuf.is_empty() => lone = Some(bytes),
+                Some(prev) => {
+                    wbuf.extend_from_slice(prev);
+                    wbuf.extend_from_slice(bytes);
+                }
+                None => wbuf.extend_from_slice(bytes),
+            }
+        }
+        let sent = self.send(lone.unwrap_or(&wbuf[..])).await;
+        self.wbuf = wbuf;
+        sent
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         let stream = self.stream.as_mut().expect("connected before writing");
         match stream.write_all(bytes).await {
             Ok(()) => {
@@ -432,9 +495,17 @@ impl Conn {
                 }
                 Ok(Progress::Complete { consumed, head }) => {
                     pos += consumed;
+                    // Bytes after the response to the last request in flight answer no
+                    // request (a server that answers twice, or spoke first): the exchange
+                    // is out of step, and this response may not be this request's either.
+                    if self.window.len() == 1
+                        && !data[pos..].iter().all(|b| matches!(b, b'\r' | b'\n'))
+                    {
+                        return Err(Broken::Fail(ErrorKind::Parse));
+                    }
                     completed = true;
                     if !self.complete(head) {
-                        return Err(Broken::Resend);
+                        return Err(Broken::Closed);
                     }
                 }
                 Err(e) => {
@@ -492,7 +563,6 @@ impl Conn {
                 }
             }
         }
-        self.served += 1;
         self.parser.reset(self.shard.setup.head);
         let next_deadline = self
             .window
@@ -502,28 +572,29 @@ impl Conn {
         head.keep_alive
     }
 
-    /// The peer closed the connection: maybe that ends a close-delimited body; maybe it is an
-    /// idle keep-alive connection the server let go of, and the requests go out again.
+    /// The peer closed the connection: maybe that ends a close-delimited body; maybe no
+    /// byte of the next response had come (a keep-alive connection the server let go of).
     fn eof(&mut self) -> Broken {
         self.read_at = self.clock();
         match self.parser.on_eof(&mut ()) {
             Ok(Some(head)) => {
                 self.complete(head);
-                Broken::Resend
+                Broken::Closed
             }
-            Ok(None) if self.served > 0 => Broken::Resend,
-            Ok(None) | Err(_) => Broken::Fail(ErrorKind::Closed),
+            Ok(None) => Broken::Closed,
+            Err(_) => Broken::Fail(ErrorKind::Closed),
         }
     }
 
+    /// A reset before any byte of the response is a close before it; otherwise `kind`.
     fn io_failure(&self, kind: ErrorKind, e: &io::Error) -> Broken {
         let nothing_yet = !self.parser.in_progress() && self.start == self.end;
         let reset = matches!(
             e.kind(),
             io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
         );
-        if reset && nothing_yet && self.served > 0 {
-            return Broken::Resend;
+        if reset && nothing_yet {
+            return Broken::Closed;
         }
         self.shard
             .counters
@@ -535,9 +606,32 @@ impl Conn {
     async fn handle(&mut self, broken: Broken) {
         // The failure is counted now: in the interval it happened in.
         self.clock();
+        if let (Broken::Fail(_), Some(head)) = (&broken, self.parser.unfinished_head()) {
+            // The oldest request fails after its head arrived: its status and the tokens
+            // that came are still reported.
+            let mut counters = self.shard.counters.borrow_mut();
+            counters.count_status(head.status);
+            if let Some(llm) = &mut self.llm {
+                llm.abandon(&mut counters);
+            }
+        }
+        if let Broken::Closed = broken {
+            // Written requests are the front of the window (they go out in order).
+            let mut n = 0;
+            while self.window.front().is_some_and(|f| f.written) {
+                self.window.pop_front();
+                n += 1;
+            }
+            if n > 0 {
+                let mut counters = self.shard.counters.borrow_mut();
+                counters.record_error(ErrorKind::ClosedBeforeResponse, n);
+                drop(counters);
+                self.shard.release(n);
+            }
+        }
         self.close();
         match broken {
-            Broken::Resend => {}
+            Broken::Closed => {}
             Broken::CutOff => {
                 let n = self.window.len() as u64;
                 self.shard.counters.borrow_mut().cut_off += n;

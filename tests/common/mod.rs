@@ -221,6 +221,22 @@ pub struct Behaviour {
     /// Write each response in three pieces, cut inside the status line and inside the
     /// header fields, with a pause after each, so that heads arrive cut in two.
     pub cut_heads: bool,
+    /// Read (and count) every N-th request of a connection, then close the connection
+    /// without answering it (see `close_gracefully` and `rst_close` for how).
+    pub unanswered_every: Option<u64>,
+    /// Close with a reset (SO_LINGER 0) instead of a FIN.
+    pub rst_close: bool,
+    /// Write every response twice, in one write.
+    pub answer_twice: bool,
+    /// Send these bytes instead of each response.
+    pub raw: Option<Vec<u8>>,
+    /// Write each response a byte at a time.
+    pub trickle: bool,
+    /// Header field lines added to every response head (each ending in CRLF).
+    pub extra_headers: String,
+    /// Answer (with `Connection: close`) as soon as a request head has arrived, before
+    /// reading its body, then reset the connection (nginx's 413 for a body too large).
+    pub early_reply: bool,
 }
 
 impl Default for Behaviour {
@@ -236,6 +252,13 @@ impl Default for Behaviour {
             body_len: 11,
             stall_every: None,
             cut_heads: false,
+            unanswered_every: None,
+            rst_close: false,
+            answer_twice: false,
+            raw: None,
+            trickle: false,
+            extra_headers: String::new(),
+            early_reply: false,
         }
     }
 }
@@ -299,6 +322,65 @@ impl Behaviour {
             ..self
         }
     }
+    /// Count every `n`-th request of a connection, then close it without an answer.
+    pub fn unanswered_every(self, n: u64) -> Self {
+        assert!(n > 0);
+        Behaviour {
+            unanswered_every: Some(n),
+            ..self
+        }
+    }
+    /// Close after `n` responses on a connection without saying so.
+    pub fn silent_close_after(self, n: u64) -> Self {
+        Behaviour {
+            silent_close_after: Some(n),
+            ..self
+        }
+    }
+    /// Close by dropping the socket (a FIN, or a reset if unread data is left).
+    pub fn abrupt(self) -> Self {
+        Behaviour {
+            abrupt_close: true,
+            ..self
+        }
+    }
+    /// Close with a reset.
+    pub fn rst(self) -> Self {
+        Behaviour {
+            rst_close: true,
+            ..self
+        }
+    }
+    pub fn answer_twice(self) -> Self {
+        Behaviour {
+            answer_twice: true,
+            ..self
+        }
+    }
+    pub fn raw(self, bytes: &[u8]) -> Self {
+        Behaviour {
+            raw: Some(bytes.to_vec()),
+            ..self
+        }
+    }
+    pub fn trickle(self) -> Self {
+        Behaviour {
+            trickle: true,
+            ..self
+        }
+    }
+    pub fn early_reply(self) -> Self {
+        Behaviour {
+            early_reply: true,
+            ..self
+        }
+    }
+    pub fn extra_headers(self, lines: &str) -> Self {
+        Behaviour {
+            extra_headers: lines.to_string(),
+            ..self
+        }
+    }
 }
 
 /// A request as the server received it.
@@ -324,7 +406,11 @@ impl SeenRequest {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Counts {
     pub accepted: u64,
+    /// Every complete request received, answered or not (including those read while
+    /// closing a connection).
     pub requests: u64,
+    /// Responses written (a response written twice counts once).
+    pub answered: u64,
 }
 
 /// Requests kept in full for inspection.
@@ -335,6 +421,7 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Default)]
 struct Shared {
     requests: AtomicU64,
+    answered: AtomicU64,
     seen: Mutex<Vec<SeenRequest>>,
     /// Requests received and not yet being answered, now and at most (see `Busy`).
     busy: AtomicU64,
@@ -479,6 +566,7 @@ impl TestServer {
         Counts {
             accepted: self.acceptor.accepted(),
             requests: self.shared.requests.load(Ordering::SeqCst),
+            answered: self.shared.answered.load(Ordering::SeqCst),
         }
     }
 
@@ -503,11 +591,31 @@ fn serve(
     stream.set_nodelay(true)?;
     let mut buf = Vec::new();
     let mut served = 0u64;
+    let mut received = 0u64;
     loop {
+        if b.early_reply {
+            if let Some(req) = request_head(&buf)? {
+                record(shared, req);
+                let resp = b.raw.clone().unwrap_or_else(|| response(b, true, false));
+                stream.write_all(&resp)?;
+                shared.answered.fetch_add(1, Ordering::SeqCst);
+                let reset = Behaviour {
+                    rst_close: true,
+                    ..Behaviour::default()
+                };
+                return close(stream, &reset, buf, shared, stop);
+            }
+        }
         while let Some((req, used)) = parse_request(&buf)? {
             buf.drain(..used);
             let req_is_head = req.method == "HEAD";
             let number = record(shared, req);
+            received += 1;
+            if b.unanswered_every
+                .is_some_and(|n| received.is_multiple_of(n))
+            {
+                return close(stream, b, buf, shared, stop);
+            }
             let busy = Busy::begin(shared);
             if !sleep_unless_stopped(b.delay, stop) || !wait_out_stall(b, number, shared, stop) {
                 return Ok(());
@@ -520,7 +628,13 @@ fn serve(
             }
             let announce_close = b.close_every.is_some_and(|n| served.is_multiple_of(n));
             let silent_close = b.silent_close_after.is_some_and(|n| served >= n);
-            let resp = response(b, announce_close, req_is_head);
+            let mut resp = match &b.raw {
+                Some(raw) => raw.clone(),
+                None => response(b, announce_close, req_is_head),
+            };
+            if b.answer_twice {
+                resp.extend_from_within(..);
+            }
             if b.cut_heads {
                 let (a, rest) = resp.split_at(5);
                 let (b2, c) = rest.split_at(rest.len().min(20));
@@ -528,20 +642,55 @@ fn serve(
                     stream.write_all(piece)?;
                     thread::sleep(Duration::from_millis(1));
                 }
+            } else if b.trickle {
+                for byte in resp.chunks(1) {
+                    stream.write_all(byte)?;
+                    thread::sleep(Duration::from_millis(1));
+                }
             } else {
                 stream.write_all(&resp)?;
             }
+            shared.answered.fetch_add(1, Ordering::SeqCst);
             if announce_close || silent_close || b.framing == Framing::CloseDelimited {
-                if b.abrupt_close {
-                    return Ok(());
-                }
-                return close_gracefully(stream, stop);
+                return close(stream, b, buf, shared, stop);
             }
         }
         if !read_more(&mut stream, &mut buf, stop)? {
             return Ok(());
         }
     }
+}
+
+/// Close the connection as the behaviour says: with a reset, by dropping the socket, or
+/// gracefully (counting what still arrives). `buf` holds what was received and not read.
+fn close(
+    stream: TcpStream,
+    b: &Behaviour,
+    buf: Vec<u8>,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> io::Result<()> {
+    if b.rst_close {
+        let linger = libc::linger {
+            l_onoff: 1,
+            l_linger: 0,
+        };
+        // SAFETY: a valid socket and a correctly sized option value.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            );
+        }
+        return Ok(());
+    }
+    if b.abrupt_close {
+        return Ok(());
+    }
+    close_gracefully(stream, buf, shared, stop)
 }
 
 /// Read once into `buf`; false at EOF or once `stop` is set (the stream has a read
@@ -570,17 +719,26 @@ pub fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, stop: &AtomicBool) -
     }
 }
 
-/// Send FIN, then discard (without counting) whatever the client still sends until it
-/// closes too, so that the close is never turned into a reset that could destroy the
-/// response in flight.
-fn close_gracefully(mut stream: TcpStream, stop: &AtomicBool) -> io::Result<()> {
+/// Send FIN, then read (counting, not answering, the requests in it) whatever the client
+/// still sends until it closes too, so that the close is never turned into a reset that
+/// could destroy the response in flight, and every request that arrives is counted.
+fn close_gracefully(
+    mut stream: TcpStream,
+    mut buf: Vec<u8>,
+    shared: &Shared,
+    stop: &AtomicBool,
+) -> io::Result<()> {
     stream.shutdown(Shutdown::Write)?;
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut sink = Vec::new();
-    while Instant::now() < deadline && read_more(&mut stream, &mut sink, stop)? {
-        sink.clear();
+    loop {
+        while let Ok(Some((req, used))) = parse_request(&buf) {
+            buf.drain(..used);
+            record(shared, req);
+        }
+        if Instant::now() >= deadline || !read_more(&mut stream, &mut buf, stop)? {
+            return Ok(());
+        }
     }
-    Ok(())
 }
 
 fn sleep_unless_stopped(d: Duration, stop: &AtomicBool) -> bool {
@@ -618,6 +776,22 @@ pub fn owned_headers(headers: &[httparse::Header<'_>]) -> Vec<(String, String)> 
             )
         })
         .collect()
+}
+
+/// The head of a request at the front of `buf` (its body not read), once complete.
+fn request_head(buf: &[u8]) -> io::Result<Option<SeenRequest>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(_)) => Ok(Some(SeenRequest {
+            method: req.method.unwrap_or_default().to_string(),
+            path: req.path.unwrap_or_default().to_string(),
+            headers: owned_headers(req.headers),
+            body: Vec::new(),
+        })),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(io::Error::new(io::ErrorKind::InvalidData, e)),
+    }
 }
 
 /// One complete request (head and `Content-Length` body) at the front of `buf`, and its
@@ -660,6 +834,7 @@ fn response(b: &Behaviour, announce_close: bool, head_only: bool) -> Vec<u8> {
         .take(b.body_len)
         .collect();
     let mut out = format!("HTTP/1.1 {} {}\r\n", b.status, reason(b.status)).into_bytes();
+    out.extend_from_slice(b.extra_headers.as_bytes());
     if announce_close {
         out.extend_from_slice(b"Connection: close\r\n");
     }
@@ -700,6 +875,7 @@ fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         404 => "Not Found",
+        413 => "Content Too Large",
         500 => "Internal Server Error",
         503 => "Service Unavailable",
         _ => "Whatever",
