@@ -157,15 +157,41 @@ fn close_delimited_bodies() {
     );
 }
 
-/// A keep-alive connection the server closes after one response, without saying so: the
+/// A keep-alive connection the server closes after one response, without saying so: a
 /// request written on it before the close was seen fails as closed before its response,
-/// and is not sent again.
+/// and is not sent again (one written after the close was seen goes on a new connection).
 #[test]
 fn stale_keep_alive_connections_fail_the_request_written_on_them() {
     let (doc, seen) = accounted_run(Behaviour::keep_alive().stale(), &["--conns", "3"], 60);
     assert!(num(&doc, "connections.reconnects") > 0);
-    assert!(num(&doc, "errors.closed_before_response") > 0, "{doc:#}");
+    assert_eq!(
+        num(&doc, "requests.failed"),
+        num(&doc, "errors.closed_before_response"),
+        "{doc:#}"
+    );
     assert_eq!(seen.requests, 60, "requests the server received");
+}
+
+/// An open loop at a low rate against a server that closes each keep-alive connection
+/// after one response (an idle timeout shorter than the gap between sends): the close is
+/// seen before the next send, which goes on a new connection; nothing fails.
+#[test]
+fn a_connection_closed_while_idle_is_replaced_not_failed() {
+    let server = TestServer::start(Behaviour::keep_alive().stale());
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--conns",
+        "2",
+        "--rate",
+        "20",
+        "--duration",
+        "1s",
+    ]);
+    assert_exit(&out, 0);
+    assert_balanced(&doc);
+    assert_eq!(num(&doc, "requests.failed"), 0, "{:#}", at(&doc, "errors"));
+    assert_eq!(num(&doc, "requests.completed"), 20);
+    assert_eq!(server.counts().requests, 20, "requests the server received");
 }
 
 /// The same, with the socket dropped: what blast wrote after the close may be lost in the

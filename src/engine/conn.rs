@@ -185,6 +185,13 @@ impl Conn {
 
     /// Connect if need be, write what is not on the wire yet, read at least one response.
     async fn exchange(&mut self) -> Result<(), Broken> {
+        // A keep-alive connection the server closed while it had nothing of ours (its idle
+        // timeout): seen already, so the next request goes on a new connection instead of
+        // failing on this one.
+        let idle = self.window.iter_mut().all(|f| !f.written);
+        if idle && self.stream.as_ref().is_some_and(Stream::peer_closed) {
+            self.close();
+        }
         if self.stream.is_none() {
             self.connect().await?;
         }

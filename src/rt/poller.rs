@@ -284,6 +284,10 @@ impl Poller {
         poll_fn(|cx| self.poll_ready(id, want, cx)).await
     }
 
+    fn hung_up(&self, id: u32) -> bool {
+        self.slots.borrow()[id as usize].ready & HUP != 0
+    }
+
     fn set(&self, id: u32, bits: u8) {
         self.slots.borrow_mut()[id as usize].ready |= bits;
     }
@@ -605,6 +609,12 @@ impl Stream {
             }
             self.reg.retry(OUT, io::Error::last_os_error())?;
         }
+    }
+
+    /// The kernel has said that the peer closed or reset the connection (an event this
+    /// thread already collected: no syscall). A read would find the end or the error.
+    pub fn peer_closed(&self) -> bool {
+        self.reg.poller.hung_up(self.reg.id)
     }
 
     /// shutdown(2): with `Write`, the peer reads to the end after what was sent.
