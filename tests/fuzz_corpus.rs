@@ -7,16 +7,13 @@ mod props;
 
 use std::path::Path;
 
-/// Inputs that still break a property because of a bug being fixed elsewhere. They are run,
-/// but their failure does not fail the test; once one passes, the test says so, and the
-/// entry should go. (target, file name under fuzz/artifacts/<target>/, the bug)
-const KNOWN_FAILURES: &[(&str, &str, &str)] = &[(
-    "response_parser",
-    "crash-cl-cr-then-byte",
-    "head re-scan skipped when a read holds no LF: a bad byte after `Content-Length: 10\\r` \
-     is errors.parse whole but errors.closed / a timeout byte by byte (fix in progress in \
-     src/http/response.rs)",
-)];
+/// Known bug, fix in progress in src/http/response.rs: the parser skips re-scanning an
+/// incomplete head when a read holds no LF, so an invalid byte in it (e.g. `o` after
+/// `Content-Length: 10\r`, fuzz/artifacts/response_parser/crash-cl-cr-then-byte) is
+/// errors.parse when the input is read whole but errors.closed or a timeout when read byte
+/// by byte. Inputs failing only that way are reported, not failed, while this is true; once
+/// none does, the test says so and this should become false.
+const TOLERATE_HEAD_RESCAN_BUG: bool = true;
 
 fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
@@ -38,26 +35,36 @@ fn inputs(target: &str) -> Vec<(String, Vec<u8>)> {
     out
 }
 
+fn check(target: &str, data: &[u8], skip_known: bool) -> Result<(), String> {
+    std::panic::catch_unwind(|| props::check_target(target, data, skip_known))
+        .unwrap_or_else(|_| Err("panicked".to_string()))
+}
+
 #[test]
 fn corpus_and_crashes_replay() {
     let mut failures = Vec::new();
+    let mut known = Vec::new();
     for target in props::TARGETS {
         let inputs = inputs(target);
         assert!(!inputs.is_empty(), "no corpus for {target}");
         for (name, data) in inputs {
-            let known = KNOWN_FAILURES
-                .iter()
-                .find(|(t, file, _)| *t == target && name.ends_with(&format!("/{file}")));
-            let result = std::panic::catch_unwind(|| props::check_target(target, &data))
-                .unwrap_or_else(|_| Err("panicked".to_string()));
-            match (result, known) {
-                (Ok(()), None) => {}
-                (Ok(()), Some(_)) => {
-                    println!("{name}: known failure now passes; drop it from KNOWN_FAILURES")
-                }
-                (Err(e), Some((_, _, bug))) => println!("{name}: known failure ({bug}): {e}"),
-                (Err(e), None) => failures.push(format!("{name}: {e}")),
+            let Err(e) = check(target, &data, false) else {
+                continue;
+            };
+            if TOLERATE_HEAD_RESCAN_BUG && check(target, &data, true).is_ok() {
+                known.push(name);
+            } else {
+                failures.push(format!("{name}: {e}"));
             }
+        }
+    }
+    if TOLERATE_HEAD_RESCAN_BUG {
+        println!(
+            "{} inputs fail only by the known head re-scan bug (not failed): {known:?}",
+            known.len()
+        );
+        if known.is_empty() {
+            println!("no input shows the head re-scan bug any more: set TOLERATE_HEAD_RESCAN_BUG to false");
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

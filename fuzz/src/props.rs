@@ -179,14 +179,31 @@ fn check_heads(events: &[ParserEvent]) -> Result<(), String> {
     Ok(())
 }
 
+/// The known head re-scan bug: an invalid head byte that arrives in a read holding no LF is
+/// not looked at, so the read-whole run fails the head (errors.parse) while a split run waits
+/// and then sees the close (errors.closed, or a timeout). Everything before agrees.
+pub fn is_known_head_rescan_bug(whole: &[ParserEvent], split: &[ParserEvent]) -> bool {
+    match (whole, split) {
+        (
+            [w @ .., ParserEvent::Error(ParseError::Head(_))],
+            [s @ .., ParserEvent::Drained {
+                in_progress: true, ..
+            }, ParserEvent::Eof(Err(ParseError::UnexpectedEof))],
+        ) => w == s,
+        _ => false,
+    }
+}
+
 /// The parser's property: the transcript is the same however the stream is cut into reads.
-pub fn check_parser(data: &[u8]) -> Result<(), String> {
+/// With `skip_known`, differences that are the known head re-scan bug are let through.
+pub fn check_parser(data: &[u8], skip_known: bool) -> Result<(), String> {
     let (head_mask, lens, payload) = split_input(data);
     let mut first: Option<(String, Vec<ParserEvent>)> = None;
     for (what, pieces) in cuttings(payload, lens) {
         let got = parser_transcript(&pieces, head_mask).map_err(|e| format!("{what}: {e}"))?;
         match &first {
             None => first = Some((what, got)),
+            Some((_, t0)) if skip_known && is_known_head_rescan_bug(t0, &got) => {}
             Some((w0, t0)) if *t0 != got => {
                 return Err(format!("{w0} gave\n  {t0:?}\nbut {what} gave\n  {got:?}"));
             }
@@ -271,9 +288,9 @@ pub const TARGETS: [&str; 5] = [
 ];
 
 /// Runs the property of the target named `target` on one input.
-pub fn check_target(target: &str, data: &[u8]) -> Result<(), String> {
+pub fn check_target(target: &str, data: &[u8], skip_known: bool) -> Result<(), String> {
     match target {
-        "response_parser" => check_parser(data),
+        "response_parser" => check_parser(data, skip_known),
         "stream_ollama_generate" => check_stream(Api::OllamaGenerate, data),
         "stream_ollama_chat" => check_stream(Api::OllamaChat, data),
         "stream_openai_chat" => check_stream(Api::OpenaiChat, data),
