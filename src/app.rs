@@ -386,6 +386,20 @@ fn option_help(name: &str) -> Option<String> {
     Some(format!("--{long}{value}: {help}"))
 }
 
+/// `blast completions SHELL`, `blast man`: a generated text on stdout, rendered in memory
+/// first so that a reader that stops early (`| head`) costs nothing but a quiet exit.
+fn generated(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> ExitCode {
+    let mut text = Vec::new();
+    if let Err(e) = render(&mut text) {
+        return fail(1, e);
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => fail(1, e),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 /// Parse the command line and do what it says.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
@@ -406,5 +420,13 @@ pub fn main() -> ExitCode {
         Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
         Some(crate::cli::Command::Mock(args)) => mock(args),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
+        Some(crate::cli::Command::Completions { shell }) => generated(|out| {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "blast", out);
+            Ok(())
+        }),
+        Some(crate::cli::Command::Man) => generated(|out| {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
+        }),
     }
 }

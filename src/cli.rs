@@ -40,6 +40,14 @@ pub enum Command {
         #[arg(long = "fail-if", value_name = "EXPR")]
         fail_if: Vec<String>,
     },
+    /// A shell completion script on stdout, e.g. `blast completions bash > blast.bash`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, e.g. `blast man > blast.1 && man ./blast.1`.
+    Man,
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.

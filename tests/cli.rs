@@ -159,3 +159,26 @@ fn scenario_without_a_url_names_the_url() {
     assert!(lines[1].contains("blast scenario quick URL"), "{err}");
     assert!(!err.contains("--prompts"), "{err}");
 }
+
+/// `blast completions SHELL` and `blast man` print what the shell and `man` read.
+#[test]
+fn completions_and_man_page() {
+    let bash = run_blast(&["completions", "bash"]);
+    assert_eq!(bash.code(), Some(0), "{}", bash.stderr());
+    let script = bash.stdout();
+    assert!(script.contains("complete -F"), "{script}");
+    assert!(script.contains("--max-in-flight"), "{script}");
+    let man = run_blast(&["man"]);
+    assert_eq!(man.code(), Some(0), "{}", man.stderr());
+    let page = man.stdout();
+    assert!(page.starts_with(".ie"), "{page}");
+    assert!(page.contains(".TH blast"), "{page}");
+    assert!(page.contains("max\\-in\\-flight"), "{page}");
+    let wrong = run_blast(&["completions", "cmd.exe"]);
+    assert_eq!(wrong.code(), Some(2));
+    assert!(
+        wrong.stderr().contains("[possible values"),
+        "{}",
+        wrong.stderr()
+    );
+}
