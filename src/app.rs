@@ -74,8 +74,21 @@ fn run_preset<'a>(
         .chain(rest.iter().map(String::as_str));
     match Cli::try_parse_from(argv) {
         Ok(cli) => load_test(&cli.run, Some(name)),
+        // Clap's usage line would list the preset's own flags: name the missing URL instead.
+        Err(e) if missing_url(&e) => {
+            eprintln!("blast: `blast scenario {name}` needs the URL of the server to load");
+            fail(2, format!("usage: blast scenario {name} URL [OPTIONS]"))
+        }
         Err(e) => cli_error(e),
     }
+}
+
+/// Whether clap refused the command line only because the target URL is missing.
+fn missing_url(e: &clap::Error) -> bool {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    e.kind() == ErrorKind::MissingRequiredArgument
+        && matches!(e.get(ContextKind::InvalidArg),
+            Some(ContextValue::Strings(args)) if args.iter().all(|a| a == "<URL>"))
 }
 
 pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
@@ -321,6 +334,11 @@ fn cli_error(e: clap::Error) -> ExitCode {
     let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
     let what = lines.next().unwrap_or("invalid command line");
     let what = what.strip_prefix("error: ").unwrap_or(what);
+    // Rust's integer-parsing messages, in words that say what is wanted.
+    let what = what
+        .replace("invalid digit found in string", "want a whole number")
+        .replace("number too large to fit in target type", "too large");
+    let what = what.as_str();
     // "the following required arguments were not provided:" names them on the next line.
     let what = match (what.ends_with(':'), lines.clone().next()) {
         (true, Some(next)) if !next.starts_with("Usage:") => {
@@ -329,18 +347,71 @@ fn cli_error(e: clap::Error) -> ExitCode {
         }
         _ => what.to_string(),
     };
+    // The option at fault, as clap names it: "--conns <N>".
+    let arg = match e.get(clap::error::ContextKind::InvalidArg) {
+        Some(clap::error::ContextValue::String(a)) => a.split(' ').next(),
+        _ => None,
+    };
     let hint = lines
         .find(|l| l.starts_with("tip:") || l.starts_with("[possible values"))
         .map(|l| l.trim_start_matches("tip:").trim().to_string())
+        .or_else(|| arg.and_then(option_help))
         .unwrap_or_else(|| "see `blast --help`".to_string());
     eprintln!("blast: {what}");
     fail(2, hint)
+}
+
+/// "--conns N: Keep-alive connections ...": an option's form and short help, looked up by
+/// its long name (`--conns`) for the hint under an error: in the subcommand typed, if any
+/// (`blast mock --cores` is the mock's), else in the load test's options.
+fn option_help(name: &str) -> Option<String> {
+    let long = name.strip_prefix("--")?;
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let typed = std::env::args()
+        .nth(1)
+        .and_then(|sub| cmd.find_subcommand(&sub).cloned());
+    let arg = typed
+        .iter()
+        .chain(std::iter::once(&cmd))
+        .flat_map(|c| c.get_arguments())
+        .find(|a| a.get_long() == Some(long))?;
+    let value = match arg.get_action().takes_values() {
+        true => arg.get_value_names().and_then(|v| v.first()).map_or_else(
+            || format!(" {}", arg.get_id().as_str().to_uppercase()),
+            |v| format!(" {v}"),
+        ),
+        false => String::new(),
+    };
+    let help = arg.get_help()?.to_string();
+    Some(format!("--{long}{value}: {help}"))
+}
+
+/// `blast completions SHELL`, `blast man`: a generated text on stdout, rendered in memory
+/// first so that a reader that stops early (`| head`) costs nothing but a quiet exit.
+fn generated(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> ExitCode {
+    let mut text = Vec::new();
+    if let Err(e) = render(&mut text) {
+        return fail(1, e);
+    }
+    let mut out = std::io::stdout().lock();
+    match out.write_all(&text).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => fail(1, e),
+        _ => ExitCode::SUCCESS,
+    }
 }
 
 /// Parse the command line and do what it says.
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        // Plain `blast`: say what it needs and where a first try can go.
+        Err(e) if missing_url(&e) => {
+            eprintln!("blast: the URL to load is missing: blast [OPTIONS] URL");
+            return fail(
+                2,
+                "e.g. blast http://127.0.0.1:8080/; `blast demo` loads a built-in mock; `blast -h` lists the options",
+            );
+        }
         Err(e) => return cli_error(e),
     };
     match &cli.command {
@@ -349,5 +420,13 @@ pub fn main() -> ExitCode {
         Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
         Some(crate::cli::Command::Mock(args)) => mock(args),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
+        Some(crate::cli::Command::Completions { shell }) => generated(|out| {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "blast", out);
+            Ok(())
+        }),
+        Some(crate::cli::Command::Man) => generated(|out| {
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command()).render(out)
+        }),
     }
 }

@@ -35,11 +35,19 @@ pub enum Command {
         /// Result documents; the first is the baseline.
         #[arg(required = true, num_args = 2..)]
         files: Vec<PathBuf>,
-        /// Exit 1 when a later result crosses this change against the first, e.g.
-        /// 'p99>+10%' or 'rps<-5%' (repeatable).
-        #[arg(long = "fail-if", value_name = "METRIC>+N%")]
+        /// Exit 1 when a later result crosses this change against the first:
+        /// METRIC>+N% or METRIC<-N%, e.g. 'p99>+10%' or 'rps<-5%' (repeatable).
+        #[arg(long = "fail-if", value_name = "EXPR")]
         fail_if: Vec<String>,
     },
+    /// A shell completion script on stdout, e.g. `blast completions bash > blast.bash`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// The manual page (roff) on stdout, e.g. `blast man > blast.1 && man ./blast.1`.
+    Man,
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.
@@ -82,88 +90,150 @@ pub struct RunArgs {
     #[arg(required = true)]
     pub url: Option<String>,
 
-    /// Pinned executors (one per core). Default: every CPU this process may run on.
-    #[arg(long, short = 'c')]
+    /// Pinned executors, one per core [default: every CPU this process may run on]
+    #[arg(
+        long,
+        short = 'c',
+        value_name = "N",
+        help_heading = "Load",
+        allow_negative_numbers = true
+    )]
     pub cores: Option<usize>,
 
-    /// Keep-alive connections in total, split evenly across the cores.
-    #[arg(long, short = 'n', default_value_t = 100)]
+    /// Keep-alive connections in total, split evenly across the cores
+    #[arg(
+        long,
+        short = 'n',
+        value_name = "N",
+        default_value_t = 100,
+        help_heading = "Connection",
+        allow_negative_numbers = true
+    )]
     pub conns: usize,
 
-    /// Stop sending after this long (e.g. 500ms, 10s, 2m). Default 10s unless --requests is
-    /// given; with both, whichever comes first ends the run.
-    #[arg(long, short = 'd')]
+    /// Stop sending after this long: 500ms, 10s, 2m [default: 10s]
+    ///
+    /// The 10s default applies unless --requests is given; with both, whichever comes first
+    /// ends the run.
+    #[arg(long, short = 'd', value_name = "D", help_heading = "Load")]
     pub duration: Option<String>,
 
-    /// HTTP/1.1 pipelining: up to N requests outstanding per connection, written back to back;
-    /// each response is matched to its request and timed on its own.
-    #[arg(long, short = 'p', default_value_t = 1)]
+    /// HTTP/1.1 pipelining depth: requests outstanding per connection
+    ///
+    /// Up to N requests are written back to back on a connection; each response is matched to
+    /// its request and timed on its own.
+    #[arg(
+        long,
+        short = 'p',
+        value_name = "N",
+        default_value_t = 1,
+        help_heading = "Connection",
+        allow_negative_numbers = true
+    )]
     pub pipeline: usize,
 
-    /// Send exactly this many requests in total, then stop.
-    #[arg(long, short = 'r')]
+    /// Send exactly this many requests in total, then stop
+    #[arg(
+        long,
+        short = 'r',
+        value_name = "K",
+        help_heading = "Load",
+        allow_negative_numbers = true
+    )]
     pub requests: Option<u64>,
 
-    /// HTTP method. Default: GET, or POST when a body is given.
-    #[arg(long, short = 'm')]
+    /// HTTP method [default: GET, or POST with a body or --api]
+    #[arg(long, short = 'm', value_name = "M", help_heading = "Request")]
     pub method: Option<String>,
 
-    /// Extra request header, 'Name: value' (repeatable).
-    #[arg(long = "header", short = 'H', value_name = "NAME: VALUE")]
+    /// Extra request header, 'Name: value' (repeatable)
+    #[arg(
+        long = "header",
+        short = 'H',
+        value_name = "NAME: VALUE",
+        help_heading = "Request"
+    )]
     pub headers: Vec<String>,
 
-    /// Request body.
-    #[arg(long, conflicts_with = "body_file")]
+    /// Request body
+    #[arg(long, conflicts_with = "body_file", help_heading = "Request")]
     pub body: Option<String>,
 
-    /// Request body read from a file.
-    #[arg(long, value_name = "PATH")]
+    /// Request body read from a file
+    #[arg(long, value_name = "PATH", help_heading = "Request")]
     pub body_file: Option<PathBuf>,
 
-    /// Give up on a request after this long and drop its connection.
-    #[arg(long, default_value = "30s")]
+    /// Give up on a request after this long and drop its connection
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "30s",
+        help_heading = "Connection"
+    )]
     pub timeout: String,
 
-    /// Give up on a connection attempt after this long.
-    #[arg(long, default_value = "5s")]
+    /// Give up on a connection attempt after this long
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "5s",
+        help_heading = "Connection"
+    )]
     pub connect_timeout: String,
 
-    /// Statistics interval (live line, timeline rows).
-    #[arg(long, default_value = "1s")]
+    /// Statistics interval (live line, timeline rows)
+    #[arg(long, value_name = "D", default_value = "1s", help_heading = "Output")]
     pub interval: String,
 
-    /// No live line on stderr.
-    #[arg(long, short = 'q')]
+    /// No live line on stderr
+    #[arg(long, short = 'q', help_heading = "Output")]
     pub quiet: bool,
 
-    /// Write the result document as JSON to PATH ('-' for stdout).
-    #[arg(long, value_name = "PATH")]
+    /// Write the result document as JSON to PATH ('-' for stdout)
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub json: Option<String>,
 
-    /// Write the per-interval timeline as CSV to PATH.
-    #[arg(long, value_name = "PATH")]
+    /// Write the per-interval timeline as CSV to PATH
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub timeline: Option<PathBuf>,
 
-    /// Append one JSON line per run (time, scenario, config, summary) to PATH.
-    #[arg(long, value_name = "PATH")]
+    /// Append one JSON line per run (time, scenario, config, summary) to PATH
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub log: Option<PathBuf>,
 
-    /// Open loop: send this many requests per second in total, on schedule, whatever the
-    /// server does; latency is measured from when each request should have been sent.
-    #[arg(long, help_heading = "Open loop")]
+    /// Open loop: requests per second in total, sent on schedule
+    ///
+    /// Requests go out on schedule whatever the server does; latency is measured from when
+    /// each request should have been sent.
+    #[arg(
+        long,
+        value_name = "RPS",
+        allow_negative_numbers = true,
+        value_parser = rate,
+        help_heading = "Open loop"
+    )]
     pub rate: Option<f64>,
 
-    /// Cap on requests in flight over all cores (each core enforces its share).
-    #[arg(long, help_heading = "Open loop")]
+    /// Cap on requests in flight over all cores
+    ///
+    /// Each core enforces its share.
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "Open loop",
+        allow_negative_numbers = true
+    )]
     pub max_in_flight: Option<u64>,
 
-    /// How late a send may be so that sends and responses are handled in batches, one
-    /// wake-up for many (CPU per request falls as it grows); 0 wakes for each. Latency is
-    /// still measured from the intended send time to the response's arrival. Default 150us.
+    /// How late a send may be, to batch wake-ups [default: 150us]
+    ///
+    /// Sends and responses are handled in batches, one wake-up for many (CPU per request falls
+    /// as it grows); 0 wakes for each. Latency is still measured from the intended send time
+    /// to the response's arrival. At most 10ms.
     #[arg(long, value_name = "D", help_heading = "Open loop")]
     pub slack: Option<String>,
 
-    /// Spacing of sends: evenly, or exponential gaps (Poisson arrivals).
+    /// Spacing of sends: evenly, or exponential gaps (Poisson arrivals)
     #[arg(
         long,
         value_enum,
@@ -172,84 +242,155 @@ pub struct RunArgs {
     )]
     pub arrivals: ArrivalsArg,
 
-    /// Seed for every random choice (Poisson gaps, chaos), so runs can be repeated.
-    #[arg(long, default_value_t = 1, help_heading = "Open loop")]
+    /// Seed for every random choice (Poisson gaps, chaos), so runs can be repeated
+    #[arg(
+        long,
+        default_value_t = 1,
+        help_heading = "Open loop",
+        allow_negative_numbers = true
+    )]
     pub seed: u64,
 
-    /// Shape of the rate over time.
+    /// Shape of the rate over time
     #[arg(long, value_enum, help_heading = "Open loop")]
     pub pattern: Option<PatternArg>,
 
-    /// burst: requests sent at once every --burst-every, on top of --rate (which may be 0).
-    #[arg(long, default_value_t = 50, help_heading = "Open loop")]
+    /// burst: requests sent at once every --burst-every, on top of --rate (which may be 0)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 50,
+        help_heading = "Open loop",
+        allow_negative_numbers = true
+    )]
     pub burst_size: u64,
 
-    #[arg(long, default_value = "10s", help_heading = "Open loop")]
+    /// burst: time between bursts (the first at the start)
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "10s",
+        help_heading = "Open loop"
+    )]
     pub burst_every: String,
 
-    /// ramp: starting rate, rising linearly to --rate over --ramp-over, then holding.
-    #[arg(long, default_value_t = 0.0, help_heading = "Open loop")]
+    /// ramp: starting rate, rising linearly to --rate over --ramp-over, then holding
+    #[arg(
+        long,
+        value_name = "RPS",
+        default_value_t = 0.0,
+        help_heading = "Open loop",
+        allow_negative_numbers = true
+    )]
     pub ramp_from: f64,
 
-    /// ramp: how long the climb takes. Default: the whole run.
-    #[arg(long, help_heading = "Open loop")]
+    /// ramp: how long the climb takes [default: the whole run]
+    #[arg(long, value_name = "D", help_heading = "Open loop")]
     pub ramp_over: Option<String>,
 
-    /// spike: rate during a spike. Default: 5 x --rate.
-    #[arg(long, help_heading = "Open loop")]
+    /// spike: rate during a spike [default: 5 x --rate]
+    #[arg(
+        long,
+        value_name = "RPS",
+        help_heading = "Open loop",
+        allow_negative_numbers = true
+    )]
     pub spike_rate: Option<f64>,
 
-    /// spike: how long each spike lasts (at the end of every --spike-every period).
-    #[arg(long, default_value = "5s", help_heading = "Open loop")]
+    /// spike: how long each spike lasts (at the end of every --spike-every period)
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "5s",
+        help_heading = "Open loop"
+    )]
     pub spike_len: String,
 
-    #[arg(long, default_value = "30s", help_heading = "Open loop")]
+    /// spike: period of the spikes (each spike ends a period)
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "30s",
+        help_heading = "Open loop"
+    )]
     pub spike_every: String,
 
-    /// chaos: each random rate is held for a random time between these two.
-    #[arg(long, default_value = "1s", help_heading = "Open loop")]
+    /// chaos: shortest time a random rate is held
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "1s",
+        help_heading = "Open loop"
+    )]
     pub chaos_min_hold: String,
 
-    #[arg(long, default_value = "10s", help_heading = "Open loop")]
+    /// chaos: longest time a random rate is held
+    #[arg(
+        long,
+        value_name = "D",
+        default_value = "10s",
+        help_heading = "Open loop"
+    )]
     pub chaos_max_hold: String,
 
-    /// Speak an LLM API: build its request bodies and decode its streams (TTFT, ITL, tokens).
+    /// Speak an LLM API: its request bodies, its streams decoded (TTFT, ITL, tokens)
+    ///
     /// An explicit `none` turns the LLM options off (e.g. to run a scenario as plain HTTP).
     #[arg(long, value_enum, help_heading = "LLM")]
     pub api: Option<ApiArg>,
 
-    /// Model name in the request body [default: llama3.2].
+    /// Model name in the request body [default: llama3.2]
     #[arg(long, help_heading = "LLM")]
     pub model: Option<String>,
 
-    /// Built-in prompt sets to rotate through: short, medium, long (comma-separated)
-    /// [default: short].
+    /// Built-in prompt sets to rotate through: short,medium,long [default: short]
     #[arg(long, help_heading = "LLM")]
     pub prompts: Option<String>,
 
-    /// Prompts from a file, one per line (instead of --prompts).
+    /// Prompts from a file, one per line (instead of --prompts)
     #[arg(long, value_name = "PATH", help_heading = "LLM")]
     pub prompt_file: Option<PathBuf>,
 
-    /// Ask for a streamed response (the default).
+    /// Ask for a streamed response (the default)
     #[arg(long, overrides_with = "no_stream", help_heading = "LLM")]
     pub stream: bool,
 
-    /// Ask for one whole response instead of a stream.
+    /// Ask for one whole response instead of a stream
     #[arg(long, help_heading = "LLM")]
     pub no_stream: bool,
 
-    /// Cap on generated tokens (Ollama options.num_predict, OpenAI max_tokens).
-    #[arg(long, help_heading = "LLM")]
+    /// Cap on generated tokens (Ollama options.num_predict, OpenAI max_tokens)
+    #[arg(
+        long,
+        value_name = "N",
+        help_heading = "LLM",
+        allow_negative_numbers = true
+    )]
     pub max_tokens: Option<u32>,
 
-    /// Service-level objectives for goodput, e.g. "ttft=500ms,tpot=50ms,e2e=10s": requests
-    /// per second that met every one of them.
-    #[arg(long, help_heading = "LLM")]
+    /// SLOs for goodput, e.g. ttft=500ms,tpot=50ms,e2e=10s
+    ///
+    /// Goodput is the requests per second that met every one of these objectives.
+    #[arg(long, value_name = "SLOS", help_heading = "LLM")]
     pub slo: Option<String>,
 
-    /// k6-style stages, linear ramps between targets: "30s:100,1m:1000,30s:0".
+    /// k6-style stages, linear ramps between rates: 30s:100,1m:1000,30s:0
+    ///
     /// The run lasts as long as the stages unless --duration says otherwise.
-    #[arg(long, conflicts_with = "pattern", help_heading = "Open loop")]
+    #[arg(
+        long,
+        value_name = "STAGES",
+        conflicts_with = "pattern",
+        help_heading = "Open loop"
+    )]
     pub stages: Option<String>,
+}
+
+/// `--rate`: a finite number of requests per second, not negative. Checked here rather than
+/// in the plan so that a mistyped rate is answered like any other mistyped value.
+fn rate(raw: &str) -> Result<f64, String> {
+    match raw.parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err("want a number of requests per second, e.g. 100 or 2.5".to_string()),
+    }
 }

@@ -416,7 +416,7 @@ fn command_line_errors_take_two_lines() {
         (
             &["--conns", "x", "http://127.0.0.1:1/"],
             "--conns",
-            "see `blast --help`",
+            "--conns N: Keep-alive connections",
         ),
         (
             &["--api", "llama", "http://127.0.0.1:1/"],

@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# Runs every `blast ...` example of README.md's code blocks against `blast mock` on a free
+# loopback port, so the README cannot show a command that does not work. Each command's
+# URL host:port is pointed at the mock, its duration cut to 1s, `--cores` capped at this
+# machine's CPUs, `--listen` moved to a free port, and each runs under `timeout`. A command fails the script when it exits non-zero
+# (a `blast mock` example passes when it is still serving after 2 s).
+#
+# Usage: scripts/test_readme_examples.sh   (BLAST=path/to/blast, default target/debug/blast)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLAST="${BLAST:-$PWD/target/debug/blast}"
+README="$PWD/README.md"
+[ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
+
+work="$(mktemp -d)"
+mock_pid=""
+cleanup() {
+    [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null && wait "$mock_pid" 2>/dev/null
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# `blast` on PATH is the binary under test, as the README's commands spell it.
+mkdir "$work/bin" "$work/run"
+ln -s "$BLAST" "$work/bin/blast"
+export PATH="$work/bin:$PATH"
+
+# The mock on a port the kernel picks; its first line names the address.
+blast mock --listen 127.0.0.1:0 --cores 1 2>"$work/mock.log" &
+mock_pid=$!
+for _ in $(seq 100); do
+    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
+    [ -n "$addr" ] && break
+    sleep 0.05
+done
+[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+
+# Examples that cannot run here, each with the reason (matched as a substring of the command).
+declare -A SKIP=(
+)
+
+# Extract: code-block lines (fenced or indented) that start with `blast `, continuation
+# lines joined, trailing `# comments` dropped; then rewritten to run against the mock.
+mapfile -t commands < <(python3 - "$README" "$addr" <<'EOF'
+import os, re, sys
+readme, addr = sys.argv[1], sys.argv[2]
+cpus = len(os.sched_getaffinity(0))
+lines, in_fence, out = open(readme).read().split("\n"), False, []
+i = 0
+while i < len(lines):
+    line = lines[i]
+    i += 1
+    if line.startswith("```"):
+        in_fence = not in_fence
+        continue
+    text = line if in_fence else (line[4:] if line.startswith("    ") else None)
+    if text is None or not text.lstrip().startswith("blast "):
+        continue
+    cmd = text.strip()
+    while cmd.endswith("\\") and i < len(lines):
+        cmd = cmd[:-1].rstrip() + " " + lines[i].strip()
+        i += 1
+    cmd = re.sub(r"\s+#\s.*$", "", cmd).strip()
+    cmd = re.sub(r"http://[^/\s'\"]+", f"http://{addr}", cmd)
+    cmd = re.sub(r"--listen \S+", "--listen 127.0.0.1:0", cmd)
+    cmd = re.sub(r"(--duration|-d) \S+", "--duration 1s", cmd)
+    # No more pinned cores than this machine has.
+    cmd = re.sub(r"(--cores|-c) (\d+)", lambda m: f"{m[1]} {min(int(m[2]), cpus)}", cmd)
+    # A load test (anything with a URL but the mock) runs 1s at most.
+    loads = "http://" in cmd and not cmd.startswith("blast mock")
+    if loads and "--duration" not in cmd:
+        cmd += " --duration 1s"
+    out.append(cmd)
+print("\n".join(out))
+EOF
+)
+[ "${#commands[@]}" -ge 10 ] || { echo "only ${#commands[@]} examples found in README.md" >&2; exit 1; }
+
+# `compare` examples read before.json and after.json: one short run, twice the same result,
+# so a threshold cannot be crossed by noise.
+(cd "$work/run" && blast -q --duration 500ms --json before.json "http://$addr/" >/dev/null \
+    && cp before.json after.json)
+
+passed=0 failed=0 skipped=0
+for cmd in "${commands[@]}"; do
+    reason=""
+    for key in "${!SKIP[@]}"; do
+        [[ "$cmd" == *"$key"* ]] && reason="${SKIP[$key]}"
+    done
+    if [ -n "$reason" ]; then
+        echo "skip  $cmd  ($reason)"
+        skipped=$((skipped + 1))
+        continue
+    fi
+    set +e
+    if [[ "$cmd" == "blast mock"* ]]; then
+        # A server: it passes when it is still serving when `timeout` stops it.
+        (cd "$work/run" && timeout 2 bash -c "$cmd") >"$work/out" 2>&1
+        code=$?
+        ok=$([ "$code" = 124 ] && grep -q "listening on" "$work/out" && echo 1)
+    else
+        (cd "$work/run" && timeout 30 bash -c "$cmd") >"$work/out" 2>&1
+        code=$?
+        ok=$([ "$code" = 0 ] && echo 1)
+    fi
+    set -e
+    if [ -n "$ok" ]; then
+        echo "ok    $cmd"
+        passed=$((passed + 1))
+    else
+        echo "FAIL  $cmd  (exit $code)"
+        sed 's/^/      /' "$work/out" | tail -20
+        failed=$((failed + 1))
+    fi
+done
+echo "README examples: $passed passed, $failed failed, $skipped skipped"
+[ "$failed" = 0 ]
