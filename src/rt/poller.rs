@@ -777,11 +777,15 @@ mod tests {
             let n = s.try_read_stamped(&mut buf, &mut arrived).unwrap().unwrap();
             s.write_all(b"x").await.unwrap();
             let age = SystemTime::now().duration_since(arrived.expect("a stamp"));
-            (n, age.unwrap())
+            (n, age)
         });
         server.join().unwrap();
         assert_eq!(n, 3);
-        assert!(age >= Duration::from_millis(25), "stamp {age:?} old");
+        // A wall clock stepped back meanwhile (a VM's time sync) leaves nothing to judge.
+        match age {
+            Ok(age) => assert!(age >= Duration::from_millis(25), "stamp {age:?} old"),
+            Err(e) => eprintln!("the wall clock went back {:?}", e.duration()),
+        }
     }
 
     #[test]
