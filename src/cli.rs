@@ -252,4 +252,14 @@ pub struct RunArgs {
     /// The run lasts as long as the stages unless --duration says otherwise.
     #[arg(long, conflicts_with = "pattern", help_heading = "Open loop")]
     pub stages: Option<String>,
+
+    /// Run shard I (0-based) of N processes that together send exactly what one would:
+    /// "0/3", or "index/3" to read I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N", help_heading = "Distributed")]
+    pub shard: Option<String>,
+
+    /// Start at this instant (RFC 3339, e.g. 2026-01-02T15:04:05Z, or unix seconds), so
+    /// that shards start together; a late start is reported (start_late_s).
+    #[arg(long, value_name = "TIME", help_heading = "Distributed")]
+    pub start_at: Option<String>,
 }

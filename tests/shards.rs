@@ -1,0 +1,115 @@
+//! `--shard I/N` and `--start-at`: N blast processes that start together and, together,
+//! send exactly what one process would (and `blast merge` of their results).
+
+mod common;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::*;
+use serde_json::Value;
+
+/// Run `--shard i/3` for i in 0..3 at once, all with one `--start-at` a second ahead, each
+/// with `extra[i]` added; their result documents, in shard order.
+fn three_shards(url: &str, common: &[&str], extra: [&[&str]; 3]) -> Vec<Value> {
+    let at = SystemTime::now() + Duration::from_secs(1);
+    let at = format!(
+        "{:.3}",
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    );
+    let handles: Vec<_> = (0..3)
+        .map(|i| {
+            let shard = format!("{i}/3");
+            let mut args: Vec<String> = ["--shard", &shard, "--start-at", &at]
+                .iter()
+                .chain(common)
+                .chain(extra[i])
+                .map(|s| s.to_string())
+                .collect();
+            args.push(url.to_string());
+            std::thread::spawn(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let (out, doc) = blast_json(&args);
+                assert!(
+                    out.status.success(),
+                    "shard {i}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                doc
+            })
+        })
+        .collect();
+    let docs: Vec<Value> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let at: f64 = at.parse().unwrap();
+    for (i, d) in docs.iter().enumerate() {
+        assert_eq!(d["shard"]["index"], i as u64);
+        assert_eq!(d["shard"]["count"], 3);
+        let started = d["started_at_unix_s"].as_f64().unwrap();
+        let late = d["start_late_s"].as_f64().unwrap();
+        // The start is the agreed instant, or reported as late as it was.
+        assert!(started >= at - 0.01, "shard {i} started before --start-at");
+        assert!((started - at - late).abs() < 0.05, "{started} {at} {late}");
+        assert!(d["started_at"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(plan(d), plan(&docs[0]), "the shards share one plan");
+    }
+    docs
+}
+
+/// The config without what is each process's own (its cores).
+fn plan(doc: &Value) -> Value {
+    let mut c = doc["config"].clone();
+    let o = c.as_object_mut().unwrap();
+    o.remove("cores");
+    o.remove("cpus");
+    c
+}
+
+fn sent(docs: &[Value]) -> u64 {
+    docs.iter()
+        .map(|d| d["requests"]["sent"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn shards_of_a_request_budget_send_it_exactly() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/");
+    // Shard 1 runs on one core, the others on all they may use: the split still adds up.
+    let docs = three_shards(
+        &url,
+        &["-n", "6", "--requests", "300"],
+        [&[], &["--cores", "1"], &[]],
+    );
+    let shares: Vec<u64> = docs
+        .iter()
+        .map(|d| d["requests"]["sent"].as_u64().unwrap())
+        .collect();
+    assert_eq!(shares, [100, 100, 100]);
+    assert_eq!(sent(&docs), 300);
+    assert_eq!(server.counts().requests, 300);
+}
+
+#[test]
+fn shards_of_an_open_loop_send_one_schedule() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let url = server.url("/");
+    let docs = three_shards(
+        &url,
+        &["-n", "6", "--rate", "300", "--duration", "1s"],
+        [&[], &["--cores", "1"], &[]],
+    );
+    let missed: u64 = docs
+        .iter()
+        .map(|d| d["open_loop"]["missed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(missed, 0, "a shard fell behind its schedule");
+    assert_eq!(
+        sent(&docs),
+        300,
+        "one process's schedule: 300 sends in [0, 1s)"
+    );
+    for d in &docs {
+        // Each shard's target is its part of the run's.
+        assert!((d["open_loop"]["target_rps"].as_f64().unwrap() - 100.0).abs() < 1e-6);
+    }
+    assert_eq!(server.counts().requests, 300);
+}
