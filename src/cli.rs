@@ -40,6 +40,18 @@ pub enum Command {
         #[arg(long = "fail-if", value_name = "METRIC>+N%")]
         fail_if: Vec<String>,
     },
+    /// Merge the result documents of the shards of one run (`--shard`) into one result.
+    Merge {
+        /// Result documents, one per shard.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Write the merged result document here ("-": stdout).
+        #[arg(long, value_name = "PATH")]
+        json: Option<String>,
+        /// Accept inputs with the same shard index (e.g. a file merged with itself).
+        #[arg(long)]
+        allow_duplicates: bool,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod llm;
+pub mod merge;
 pub mod mock;
 pub mod plan;
 pub mod report;

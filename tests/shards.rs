@@ -63,6 +63,24 @@ fn plan(doc: &Value) -> Value {
     c
 }
 
+/// `blast merge` of `docs` (written to files), with `extra` options; its exit and document.
+fn merge(docs: &[&Value], extra: &[&str]) -> (std::process::Output, Option<Value>) {
+    let files: Vec<TempFile> = docs
+        .iter()
+        .map(|d| TempFile::with_contents("shard.json", d.to_string().as_bytes()))
+        .collect();
+    let out = TempFile(temp_path("merged.json"));
+    let mut args = vec!["merge"];
+    args.extend(files.iter().map(TempFile::path_str));
+    args.extend(["--json", out.path_str()]);
+    args.extend(extra);
+    let output = blast(&args);
+    let merged = std::fs::read_to_string(&out.0)
+        .ok()
+        .map(|t| serde_json::from_str(&t).expect("merged JSON"));
+    (output, merged)
+}
+
 fn sent(docs: &[Value]) -> u64 {
     docs.iter()
         .map(|d| d["requests"]["sent"].as_u64().unwrap())
@@ -86,6 +104,42 @@ fn shards_of_a_request_budget_send_it_exactly() {
     assert_eq!(shares, [100, 100, 100]);
     assert_eq!(sent(&docs), 300);
     assert_eq!(server.counts().requests, 300);
+
+    let (out, merged) = merge(&docs.iter().collect::<Vec<_>>(), &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = merged.unwrap();
+    assert_eq!(m["requests"]["sent"], 300);
+    assert_eq!(m["latency_us"]["count"], 300);
+    assert_eq!(m["shards"].as_array().unwrap().len(), 3);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("blast merge of 3 shard(s)"), "{text}");
+    assert!(text.contains("300 sent"), "{text}");
+
+    // A file merged with itself: refused as a duplicate shard, unless asked for; then its
+    // counts double and its percentiles stay.
+    let (out, _) = merge(&[&docs[0], &docs[0]], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("both shard 0 of 3"), "{err}");
+    let (out, merged) = merge(&[&docs[0], &docs[0]], &["--allow-duplicates"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m = merged.unwrap();
+    assert_eq!(m["requests"]["sent"], 200);
+    assert_eq!(
+        m["requests"]["ok"],
+        docs[0]["requests"]["ok"].as_u64().unwrap() * 2
+    );
+    for p in ["p50", "p90", "p99", "p999", "max", "min"] {
+        assert_eq!(m["latency_us"][p], docs[0]["latency_us"][p], "{p}");
+    }
 }
 
 #[test]

@@ -46,7 +46,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn write_table_header(w: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write_table_header(w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
         "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -54,7 +54,7 @@ fn write_table_header(w: &mut impl Write) -> io::Result<()> {
     )
 }
 
-fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
+pub(crate) fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
     writeln!(
         w,
         "  {name:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
