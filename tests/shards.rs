@@ -34,6 +34,8 @@ fn three_shards(url: &str, common: &[&str], extra: [&[&str]; 3]) -> Vec<Value> {
                     "shard {i}: {}",
                     String::from_utf8_lossy(&out.stderr)
                 );
+                let summary = String::from_utf8_lossy(&out.stdout);
+                assert!(summary.contains(&format!(", shard {i} of 3")), "{summary}");
                 doc
             })
         })
@@ -117,6 +119,7 @@ fn shards_of_a_request_budget_send_it_exactly() {
     assert_eq!(m["shards"].as_array().unwrap().len(), 3);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("blast merge of 3 shard(s)"), "{text}");
+    assert!(text.contains("Shard 1/3      100 sent"), "{text}");
     assert!(text.contains("300 sent"), "{text}");
 
     // A file merged with itself: refused as a duplicate shard, unless asked for; then its
