@@ -89,6 +89,10 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         return fail(2, format!("cannot install the Ctrl-C/SIGTERM handler: {e}"));
     }
     let live = !plan.output.quiet && std::io::stderr().is_terminal();
+    // A wait for --start-at would otherwise look like a hang.
+    if let (Some(at), true) = (plan.start_at, live) {
+        eprintln!("blast: starting at {}", crate::report::wall_clock(at).0);
+    }
     let total_s = plan.run_for.map(|d| d.as_secs_f64());
     let report = match crate::run(&plan, |row| {
         if live {

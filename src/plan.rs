@@ -139,6 +139,9 @@ impl ShardOf {
     }
 }
 
+/// `--start-at` may be at most this far ahead.
+const MAX_START_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
 /// The most processes a run can be split between.
 const MAX_SHARDS: usize = 100_000;
 
@@ -711,6 +714,18 @@ impl Spec {
             None if !body.is_empty() || self.llm.is_some() => "POST".to_string(),
             None => "GET".to_string(),
         };
+        // A start this far ahead is a typo (a wrong year, milliseconds for seconds).
+        if let Some(at) = self.start_at {
+            let ahead = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if ahead > MAX_START_AHEAD {
+                return err(format!(
+                    "--start-at {}: more than a day ahead",
+                    humantime::format_rfc3339_seconds(at)
+                ));
+            }
+        }
         let addrs = resolve(&self.target.host, self.target.port)?;
         limits::raise_nofile(self.shard.share(self.conns as u64) as usize).map_err(PlanError)?;
         let (requests, llm) = match self.llm {

@@ -170,3 +170,46 @@ fn shards_of_an_open_loop_send_one_schedule() {
     }
     assert_eq!(server.counts().requests, 300);
 }
+
+/// A start that is already past is made at once, and reported as late as it is.
+#[test]
+fn a_late_start_says_how_late() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let at = SystemTime::now() - Duration::from_secs(2);
+    let at = format!(
+        "{:.3}",
+        at.duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+    );
+    let (out, doc) = blast_json(&[
+        "--start-at",
+        &at,
+        "-n",
+        "2",
+        "--requests",
+        "10",
+        &server.url("/"),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let late = doc["start_late_s"].as_f64().unwrap();
+    assert!((2.0..10.0).contains(&late), "start_late_s {late}");
+    assert_eq!(doc["shard"]["count"], 1);
+    assert_eq!(doc["requests"]["sent"], 10);
+
+    // A day and more ahead is a typo, refused before anything starts.
+    let far = format!(
+        "{}",
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 90_000
+    );
+    let out = blast(&["--start-at", &far, &server.url("/")]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("more than a day ahead"), "{err}");
+}
