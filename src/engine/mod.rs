@@ -118,8 +118,9 @@ impl Drop for PanicAlarm {
 }
 
 impl Run {
-    /// Start one shard per CPU of the plan, wait until each is up, then start them all at
-    /// one common instant (so that every shard's intervals line up).
+    /// Start one shard per CPU of the plan, wait until each is up (and, with `--start-at`,
+    /// until that instant), then start them all at one common instant (so that every
+    /// shard's intervals line up).
     pub fn start(plan: &Arc<Plan>) -> Result<Run, EngineError> {
         let (snap_tx, snapshots) = crossbeam_channel::unbounded();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
@@ -153,8 +154,14 @@ impl Run {
             .collect();
         drop((snap_tx, go_rx, panic_tx));
         let threads = rt::start_pinned(SHARD_THREAD, work)?;
-        let start_late = plan.start_at.map(wait_until);
+        if let Some(at) = plan.start_at {
+            wait_until(at);
+        }
         let (start, started_at) = (Instant::now(), SystemTime::now());
+        // Measured against the same reading as `started_at`, so the two agree exactly.
+        let start_late = plan
+            .start_at
+            .map(|at| started_at.duration_since(at).unwrap_or_default());
         for _ in 0..threads.len() {
             let _ = go_tx.send(start);
         }
@@ -181,8 +188,8 @@ impl Run {
 }
 
 /// `--start-at`: sleep (the shards are up, waiting for the go) until the wall clock reaches
-/// `at`, or the run is interrupted; say how late the start is (zero when on time).
-fn wait_until(at: SystemTime) -> Duration {
+/// `at`, or the run is interrupted.
+fn wait_until(at: SystemTime) {
     /// Short enough that Ctrl-C during the wait is felt at once.
     const STEP: Duration = Duration::from_millis(50);
     while let Ok(left) = at.duration_since(SystemTime::now()) {
@@ -191,5 +198,4 @@ fn wait_until(at: SystemTime) -> Duration {
         }
         std::thread::sleep(left.min(STEP));
     }
-    SystemTime::now().duration_since(at).unwrap_or_default()
 }
