@@ -47,6 +47,8 @@ pub struct Aggregator {
     interval: Duration,
     /// Open loop: the sends due, for each row's target.
     due: Option<Due>,
+    /// The part of `due` this process sends: 1 / the `--shard` count.
+    share: f64,
     /// Per shard: highest interval reported so far.
     max_seq: Vec<Option<u64>>,
     /// Per shard, once done: its last interval and final counters.
@@ -69,6 +71,7 @@ impl Aggregator {
         Aggregator {
             interval,
             due,
+            share: 1.0,
             max_seq: vec![None; shards],
             finals: vec![None; shards],
             pending: BTreeMap::new(),
@@ -79,6 +82,12 @@ impl Aggregator {
             steady_send_lag: None,
             end: Duration::ZERO,
         }
+    }
+
+    /// A process that is one of `processes` (`--shard`) has that part of the run's target.
+    pub fn with_share(mut self, processes: usize) -> Aggregator {
+        self.share = 1.0 / processes.max(1) as f64;
+        self
     }
 
     /// Shard `shard` has sent its last snapshot.
@@ -158,7 +167,7 @@ impl Aggregator {
         let target_rps = self
             .due
             .as_mut()
-            .map_or(0.0, |due| due.mean_rate(self.prev_t, t));
+            .map_or(0.0, |due| due.mean_rate(self.prev_t, t) * self.share);
         self.timeline.push(TimelineRow {
             t_s: t.as_secs_f64(),
             dt_s: dt,

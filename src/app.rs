@@ -102,6 +102,10 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         return fail(2, format!("cannot install the Ctrl-C/SIGTERM handler: {e}"));
     }
     let live = !plan.output.quiet && std::io::stderr().is_terminal();
+    // A wait for --start-at would otherwise look like a hang.
+    if let (Some(at), true) = (plan.start_at, live) {
+        eprintln!("blast: starting at {}", crate::report::wall_clock(at).0);
+    }
     let total_s = plan.run_for.map(|d| d.as_secs_f64());
     let report = match crate::run(&plan, |row| {
         if live {
@@ -315,6 +319,49 @@ pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// `blast merge A.json B.json ... [--json OUT] [--allow-duplicates]`: one result from the
+/// shards' (`crate::merge`); the summary goes to stdout, or to stderr with `--json -`.
+pub fn merge(files: &[std::path::PathBuf], json: Option<&str>, allow_duplicates: bool) -> ExitCode {
+    let docs = match crate::compare::load(files) {
+        Ok(d) => d,
+        Err(e) => return fail(2, e),
+    };
+    let (merged, notes) = match crate::merge::merge(&docs, allow_duplicates) {
+        Ok(m) => m,
+        Err(e) => return fail(2, e),
+    };
+    for n in &notes {
+        eprintln!("blast: {n}");
+    }
+    let summary = match json {
+        Some("-") => crate::merge::write_text(&mut std::io::stderr().lock(), &merged),
+        _ => flushed(&mut std::io::stdout().lock(), |w| {
+            crate::merge::write_text(w, &merged)
+        }),
+    };
+    if let Err(e) = summary {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return fail(1, format!("cannot write the summary: {e}"));
+        }
+    }
+    let write = |w: &mut dyn Write| -> std::io::Result<()> {
+        serde_json::to_writer_pretty(&mut *w, &merged)?;
+        writeln!(w)?;
+        w.flush()
+    };
+    let written = match json {
+        None => Ok(()),
+        Some("-") => write(&mut std::io::stdout().lock()),
+        Some(path) => std::fs::File::create(path)
+            .and_then(|f| write(&mut std::io::BufWriter::new(f)))
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}"))),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, format!("cannot write the merged result: {e}")),
+    }
+}
+
 /// A command line clap refused, in two lines rather than clap's five to eight: what is
 /// wrong (naming the option and its form), then one hint (clap's tip or the accepted
 /// values, else where to look). Help and version go out as clap renders them.
@@ -418,6 +465,11 @@ pub fn main() -> ExitCode {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
         Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
+        Some(crate::cli::Command::Merge {
+            files,
+            json,
+            allow_duplicates,
+        }) => merge(files, json.as_deref(), *allow_duplicates),
         Some(crate::cli::Command::Mock(args)) => mock(args),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
         Some(crate::cli::Command::Completions { shell }) => generated(|out| {

@@ -48,6 +48,18 @@ pub enum Command {
     },
     /// The manual page (roff) on stdout, e.g. `blast man > blast.1 && man ./blast.1`.
     Man,
+    /// Merge the result documents of the shards of one run (`--shard`) into one result.
+    Merge {
+        /// Result documents, one per shard.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Write the merged result document here ("-": stdout).
+        #[arg(long, value_name = "PATH")]
+        json: Option<String>,
+        /// Accept inputs with the same shard index (e.g. a file merged with itself).
+        #[arg(long)]
+        allow_duplicates: bool,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.
@@ -384,6 +396,18 @@ pub struct RunArgs {
         help_heading = "Open loop"
     )]
     pub stages: Option<String>,
+
+    /// Run shard I (0-based) of N processes that together send what one would, e.g. 0/3
+    ///
+    /// "index/3" reads I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+    #[arg(long, value_name = "I/N", help_heading = "Distributed")]
+    pub shard: Option<String>,
+
+    /// Start at this instant: RFC 3339 (2026-01-02T15:04:05Z) or unix seconds
+    ///
+    /// So that shards start together; a late start is reported (start_late_s).
+    #[arg(long, value_name = "TIME", help_heading = "Distributed")]
+    pub start_at: Option<String>,
 }
 
 /// `--rate`: a finite number of requests per second, not negative. Checked here rather than

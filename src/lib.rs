@@ -11,6 +11,7 @@ pub mod engine;
 pub mod http;
 pub mod limits;
 pub mod llm;
+pub mod merge;
 pub mod mock;
 pub mod plan;
 pub mod report;
@@ -35,7 +36,9 @@ pub fn run(
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
     let due = plan.rate.as_ref().map(|spec| spec.due(plan.run_for));
-    let mut agg = Aggregator::new(plan.cores, plan.interval, due);
+    // A `--shard` process's target is its part of the run's.
+    let mut agg = Aggregator::new(plan.cores, plan.interval, due).with_share(plan.shard.count);
+    let (run_started_at, start_late) = (run.started_at, run.start_late);
     // Every shard holds a sender until it ends: when all are gone, nothing more comes. A
     // shard that panicked may hold its sender for ever: its alarm ends the wait instead
     // (and `join` reports the panic).
@@ -64,5 +67,15 @@ pub fn run(
         cpu: limits::cpu_time().saturating_sub(cpu_before),
         peak_rss_bytes: limits::peak_rss(),
     };
-    Ok(Report::build(&agg, plan, cost, engine::interrupted()))
+    let started = report::Started {
+        at: run_started_at,
+        late: start_late,
+    };
+    Ok(Report::build(
+        &agg,
+        plan,
+        cost,
+        started,
+        engine::interrupted(),
+    ))
 }

@@ -110,6 +110,92 @@ pub struct Plan {
     pub metrics: Vec<Metric>,
     #[serde(skip)]
     pub output: Output,
+    /// `--shard`: which part of a run split between processes this is. Not in `config`, so
+    /// that the shards of one run have the same one (the document has it as `shard`).
+    #[serde(skip)]
+    pub shard: ShardOf,
+    /// `--start-at`: the instant to start at (the shards of one run share it).
+    #[serde(skip)]
+    pub start_at: Option<std::time::SystemTime>,
+}
+
+/// `--shard I/N`: this process is shard `index` (0-based) of `count`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct ShardOf {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Default for ShardOf {
+    fn default() -> Self {
+        ShardOf { index: 0, count: 1 }
+    }
+}
+
+impl ShardOf {
+    /// This process's part of an integer quantity of the whole run.
+    pub fn share(&self, total: u64) -> u64 {
+        schedule::shard_share(total, self.index, self.count)
+    }
+}
+
+/// `--start-at` may be at most this far ahead.
+const MAX_START_AHEAD: Duration = Duration::from_secs(24 * 3600);
+
+/// The most processes a run can be split between.
+const MAX_SHARDS: usize = 100_000;
+
+/// `--shard I/N`, or `index/N` with the index from `JOB_COMPLETION_INDEX` (what a Kubernetes
+/// Indexed Job sets), read through `env` so that parsing stays testable.
+pub fn parse_shard(raw: &str, env: impl Fn(&str) -> Option<String>) -> Result<ShardOf, PlanError> {
+    let bad = || {
+        PlanError(format!(
+            "--shard {raw:?}: expected I/N with 0 <= I < N (e.g. 0/3), or index/N"
+        ))
+    };
+    let (i, n) = raw.trim().split_once('/').ok_or_else(bad)?;
+    let count: usize = n.trim().parse().map_err(|_| bad())?;
+    if count == 0 || count > MAX_SHARDS {
+        return err(format!(
+            "--shard {raw}: N must be between 1 and {MAX_SHARDS}"
+        ));
+    }
+    let index: usize = match i.trim() {
+        "index" => {
+            let v = env("JOB_COMPLETION_INDEX").ok_or_else(|| {
+                PlanError(format!(
+                    "--shard {raw}: JOB_COMPLETION_INDEX is not set (a Kubernetes Indexed Job sets it)"
+                ))
+            })?;
+            v.trim().parse().map_err(|_| {
+                PlanError(format!(
+                    "--shard {raw}: JOB_COMPLETION_INDEX={v:?} is not a shard index"
+                ))
+            })?
+        }
+        i => i.parse().map_err(|_| bad())?,
+    };
+    if index >= count {
+        return err(format!(
+            "--shard {raw}: the index must be less than {count} (0-based)"
+        ));
+    }
+    Ok(ShardOf { index, count })
+}
+
+/// `--start-at`: RFC 3339 (`2026-01-02T15:04:05Z`, fractions allowed) or unix seconds.
+pub fn parse_start_at(raw: &str) -> Result<std::time::SystemTime, PlanError> {
+    let raw = raw.trim();
+    if let Ok(secs) = raw.parse::<f64>() {
+        if secs.is_finite() && (0.0..4e9).contains(&secs) {
+            return Ok(std::time::UNIX_EPOCH + Duration::from_secs_f64(secs));
+        }
+    }
+    humantime::parse_rfc3339_weak(raw).map_err(|e| {
+        PlanError(format!(
+            "--start-at {raw:?}: not RFC 3339 (2026-01-02T15:04:05Z) or unix seconds ({e})"
+        ))
+    })
 }
 
 /// The LLM part of the plan.
@@ -382,6 +468,8 @@ pub struct Spec {
     pub slack: Option<Duration>,
     pub llm: Option<LlmSpec>,
     pub output: Output,
+    pub shard: ShardOf,
+    pub start_at: Option<std::time::SystemTime>,
 }
 
 impl Spec {
@@ -396,16 +484,41 @@ impl Spec {
         if args.conns == 0 {
             return err("--conns must be at least 1");
         }
-        // Every shard needs a connection to do its share of the work.
-        if args.conns < cpus.len() {
-            if args.cores.is_some() {
+        let shard = match &args.shard {
+            Some(raw) => parse_shard(raw, |k| std::env::var(k).ok())?,
+            None => ShardOf::default(),
+        };
+        let start_at = args.start_at.as_deref().map(parse_start_at).transpose()?;
+        // This process's connections: what the others leave it.
+        let conns = shard.share(args.conns as u64) as usize;
+        if conns == 0 {
+            return err(format!(
+                "--conns {} leaves shard {} of {} without a connection (at least one per shard)",
+                args.conns, shard.index, shard.count
+            ));
+        }
+        if let Some(r) = args.requests.filter(|r| *r > 0) {
+            if shard.share(r) == 0 {
                 return err(format!(
-                    "--cores {} needs at least as many connections (--conns {})",
+                    "--requests {r} leaves shard {} of {} nothing to send (at least one per shard)",
+                    shard.index, shard.count
+                ));
+            }
+        }
+        // Every shard needs a connection to do its share of the work.
+        if conns < cpus.len() {
+            if args.cores.is_some() {
+                let of = match shard.count {
+                    1 => String::new(),
+                    _ => format!(", of which this shard has {conns}"),
+                };
+                return err(format!(
+                    "--cores {} needs at least as many connections (--conns {}{of})",
                     cpus.len(),
                     args.conns
                 ));
             }
-            cpus.truncate(args.conns);
+            cpus.truncate(conns);
         }
         let rate = rate_spec(args)?;
         if !(1..=MAX_PIPELINE).contains(&args.pipeline) {
@@ -442,11 +555,15 @@ impl Spec {
         };
         let max_in_flight = match args.max_in_flight {
             Some(0) => return err("--max-in-flight must be at least 1"),
-            Some(n) if (n as usize) < cpus.len() => {
+            Some(n) if (shard.share(n) as usize) < cpus.len() => {
+                let of = match shard.count {
+                    1 => String::new(),
+                    n => format!(" of shard {} of {n}", shard.index),
+                };
                 return err(format!(
-                    "--max-in-flight {n} is less than one per core ({} cores)",
+                    "--max-in-flight {n} is less than one per core ({} cores{of})",
                     cpus.len()
-                ))
+                ));
             }
             other => other,
         };
@@ -566,6 +683,8 @@ impl Spec {
             slack,
             llm,
             output,
+            shard,
+            start_at,
         })
     }
 
@@ -595,8 +714,20 @@ impl Spec {
             None if !body.is_empty() || self.llm.is_some() => "POST".to_string(),
             None => "GET".to_string(),
         };
+        // A start this far ahead is a typo (a wrong year, milliseconds for seconds).
+        if let Some(at) = self.start_at {
+            let ahead = at
+                .duration_since(std::time::SystemTime::now())
+                .unwrap_or_default();
+            if ahead > MAX_START_AHEAD {
+                return err(format!(
+                    "--start-at {}: more than a day ahead",
+                    humantime::format_rfc3339_seconds(at)
+                ));
+            }
+        }
         let addrs = resolve(&self.target.host, self.target.port)?;
-        limits::raise_nofile(self.conns).map_err(PlanError)?;
+        limits::raise_nofile(self.shard.share(self.conns as u64) as usize).map_err(PlanError)?;
         let (requests, llm) = match self.llm {
             None => {
                 let one = request::render(&RequestSpec {
@@ -645,6 +776,8 @@ impl Spec {
             addrs,
             requests,
             output: self.output,
+            shard: self.shard,
+            start_at: self.start_at,
         })
     }
 }
@@ -1049,6 +1182,65 @@ mod tests {
             .unwrap()
             .resolve();
         assert!(e.unwrap_err().0.starts_with("cannot read --prompt-file "));
+    }
+
+    #[test]
+    fn shard_and_start_at() {
+        fn env(v: Option<&'static str>) -> impl Fn(&str) -> Option<String> {
+            move |_| v.map(str::to_string)
+        }
+        assert_eq!(
+            parse_shard("2/3", env(None)).unwrap(),
+            ShardOf { index: 2, count: 3 }
+        );
+        assert_eq!(
+            parse_shard("index/4", env(Some("3"))).unwrap(),
+            ShardOf { index: 3, count: 4 }
+        );
+        for (raw, v, msg) in [
+            ("3/3", None, "the index must be less than 3"),
+            ("1/0", None, "N must be between 1"),
+            ("x", None, "expected I/N"),
+            ("-1/3", None, "expected I/N"),
+            ("index/3", None, "JOB_COMPLETION_INDEX is not set"),
+            ("index/3", Some("a"), "is not a shard index"),
+            ("index/3", Some("3"), "the index must be less than 3"),
+        ] {
+            let e = parse_shard(raw, env(v)).unwrap_err().0;
+            assert!(e.contains(msg), "{raw}: {e}");
+            assert!(!e.contains('\n'));
+        }
+        let spec = parse(&["--shard", "1/3", "-n", "10", "--requests", "300", URL]).unwrap();
+        assert_eq!(spec.shard, ShardOf { index: 1, count: 3 });
+        // Shard 1 of 3 gets 3 of the 10 connections: 3 of the 4 cores.
+        assert_eq!(spec.cpus.len(), 3);
+        let e = parse(&["--shard", "2/3", "--requests", "2", URL])
+            .unwrap_err()
+            .0;
+        assert!(e.contains("leaves shard 2 of 3 nothing to send"), "{e}");
+        let e = parse(&["--shard", "2/3", "-n", "2", URL]).unwrap_err().0;
+        assert!(e.contains("without a connection"), "{e}");
+        let e = parse(&[
+            "--shard",
+            "0/2",
+            "--rate",
+            "10",
+            "--max-in-flight",
+            "6",
+            URL,
+        ])
+        .unwrap_err()
+        .0;
+        assert!(e.contains("of shard 0 of 2"), "{e}");
+        let t = parse_start_at("2026-01-02T15:04:05.5Z").unwrap();
+        let unix = t.duration_since(std::time::UNIX_EPOCH).unwrap();
+        assert_eq!(unix.as_secs_f64(), 1767366245.5);
+        assert_eq!(parse_start_at("1767366245.5").unwrap(), t);
+        let e = parse(&["--start-at", "tomorrow", URL]).unwrap_err().0;
+        assert!(
+            e.starts_with("--start-at \"tomorrow\": not RFC 3339"),
+            "{e}"
+        );
     }
 
     #[test]

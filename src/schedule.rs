@@ -307,6 +307,46 @@ pub fn shard_share(total: u64, shard: usize, shards: usize) -> u64 {
     total / n + u64::from((shard as u64) < total % n)
 }
 
+/// Where one engine shard stands in the whole run: core `core` of `cores` of process shard
+/// `process` of `processes` (`--shard`; 0 of 1 without it). Work is split first between the
+/// processes, then between each process's cores, so that the processes' core counts may
+/// differ and all shards together still do exactly what one process would.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Part {
+    pub process: usize,
+    pub processes: usize,
+    pub core: usize,
+    pub cores: usize,
+}
+
+impl Part {
+    /// Core `core` of `cores` of a run that is not split between processes.
+    pub fn core(core: usize, cores: usize) -> Part {
+        Part {
+            process: 0,
+            processes: 1,
+            core,
+            cores,
+        }
+    }
+
+    /// This shard's part of an integer quantity (connections, `--requests`, ...).
+    pub fn share(&self, total: u64) -> u64 {
+        let process = shard_share(total, self.process, self.processes);
+        shard_share(process, self.core, self.cores)
+    }
+
+    /// The whole run's sends `phase + k * stride` (k = 0, 1, ...) are this shard's: those of
+    /// its process (`j mod processes == process`), dealt in turn to the process's cores.
+    fn phase(&self) -> u64 {
+        self.process as u64 + self.processes as u64 * self.core as u64
+    }
+
+    fn stride(&self) -> u64 {
+        (self.processes.max(1) * self.cores.max(1)) as u64
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // PRNG
 
@@ -909,24 +949,29 @@ pub struct Schedule {
 }
 
 impl Schedule {
-    /// Shard `shard` of `shards`.
+    /// Shard `shard` of `shards` of a run in one process.
     pub fn new(spec: &RateSpec, shard: usize, shards: usize) -> Schedule {
         debug_assert!(shard < shards, "shard {shard} of {shards}");
         let shards = shards.max(1);
-        let shard = shard.min(shards - 1);
+        Schedule::part(spec, Part::core(shard.min(shards - 1), shards))
+    }
+
+    /// The shard at `part` of the whole run (see `Part`).
+    pub fn part(spec: &RateSpec, part: Part) -> Schedule {
+        let (phase, stride) = (part.phase(), part.stride());
         let draw = match spec.arrivals {
             Arrivals::Uniform => Draw::Uniform {
                 k: 0,
-                phase: shard as f64,
+                phase: phase as f64,
             },
             Arrivals::Poisson => Draw::Poisson {
-                rng: SplitMix64::new(spec.seed, SHARD_SALT ^ shard as u64),
+                rng: SplitMix64::new(spec.seed, SHARD_SALT ^ phase),
                 acc: 0.0,
             },
         };
         let bursts = match &spec.pattern {
             Pattern::Burst { size, every } if !every.is_zero() => {
-                let share = shard_share(*size, shard, shards);
+                let share = part.share(*size);
                 (share > 0).then_some(Bursts {
                     every_ns: every.as_nanos(),
                     share,
@@ -939,7 +984,7 @@ impl Schedule {
         Schedule {
             curve: Curve::new(spec),
             draw,
-            stride: shards as f64,
+            stride: stride as f64,
             end: spec.natural_duration().map(|d| d.as_secs_f64()),
             pending: None,
             rate_done: false,
@@ -2013,6 +2058,62 @@ mod tests {
                     .due(Some(Duration::from_secs(1)))
                     .before(Duration::from_secs(2));
             }
+        }
+    }
+
+    /// `--shard`: processes with different core counts together send exactly the one-process
+    /// schedule, send for send (uniform arrivals, bursts included).
+    #[test]
+    fn process_shards_send_exactly_the_whole_schedule() {
+        let until = Duration::from_secs(3);
+        let patterns = [
+            spec(300.0, Pattern::Constant),
+            spec(
+                10.0,
+                Pattern::Burst {
+                    size: 50,
+                    every: Duration::from_secs(1),
+                },
+            ),
+            spec(
+                100.0,
+                Pattern::Spike {
+                    rate: 1000.0,
+                    len: Duration::from_millis(200),
+                    every: Duration::from_secs(1),
+                },
+            ),
+        ];
+        for s in patterns {
+            let whole = sends(&s, 0, 1, until);
+            let cores = [2, 1, 3];
+            let mut parts: Vec<Duration> = Vec::new();
+            for (process, &c) in cores.iter().enumerate() {
+                for core in 0..c {
+                    let part = Part {
+                        process,
+                        processes: cores.len(),
+                        core,
+                        cores: c,
+                    };
+                    parts.extend(Schedule::part(&s, part).take_while(|d| *d < until));
+                }
+            }
+            parts.sort();
+            assert_eq!(parts, whole, "{s:?}");
+            let total: u64 = (0..3)
+                .flat_map(|p| (0..cores[p]).map(move |k| (p, k)))
+                .map(|(p, k)| {
+                    Part {
+                        process: p,
+                        processes: 3,
+                        core: k,
+                        cores: cores[p],
+                    }
+                    .share(1001)
+                })
+                .sum();
+            assert_eq!(total, 1001);
         }
     }
 

@@ -461,7 +461,7 @@ pub struct Snapshot {
 }
 
 /// The usual percentiles of a distribution, in microseconds.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct Summary {
     pub count: u64,
     pub min: u64,

@@ -10,13 +10,13 @@ mod shard;
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 
 use crate::plan::{Llm, LlmPlan, Plan};
 use crate::rt::{self, Pinned};
-use crate::schedule::shard_share;
+use crate::schedule::Part;
 use crate::stats::Snapshot;
 
 /// Set by the Ctrl-C handler; each shard polls it once per tick, never per request.
@@ -43,9 +43,10 @@ pub enum EngineError {
 /// plan's a connection decodes with); every other field reads through to the plan (`Deref`).
 #[derive(Clone, Debug)]
 pub(crate) struct ShardSetup {
-    /// This shard's index, among `shards`.
+    /// This shard's index, among this process's.
     pub id: usize,
-    pub shards: usize,
+    /// Where it stands in the whole run (across `--shard` processes).
+    pub part: Part,
     pub conns: usize,
     /// This shard's share of the plan's `budget` (`--requests`).
     pub budget: Option<u64>,
@@ -57,12 +58,19 @@ pub(crate) struct ShardSetup {
 }
 
 impl ShardSetup {
-    /// Shard `id`'s share: as even a split as possible.
+    /// Shard `id`'s share: as even a split as possible, first between the processes of
+    /// `--shard`, then between this one's cores.
     fn new(plan: &Arc<Plan>, id: usize) -> ShardSetup {
-        let share = |total: u64| shard_share(total, id, plan.cores);
+        let part = Part {
+            process: plan.shard.index,
+            processes: plan.shard.count,
+            core: id,
+            cores: plan.cores,
+        };
+        let share = |total: u64| part.share(total);
         ShardSetup {
             id,
-            shards: plan.cores,
+            part,
             conns: share(plan.conns as u64) as usize,
             budget: plan.budget.map(share),
             max_in_flight: plan.max_in_flight.map(share),
@@ -83,6 +91,9 @@ impl Deref for ShardSetup {
 /// A started run: its shards are connected to the aggregator by `snapshots`.
 pub struct Run {
     pub start: Instant,
+    /// `start` on the wall clock, and how late it was for `--start-at` (None without one).
+    pub started_at: SystemTime,
+    pub start_late: Option<Duration>,
     pub snapshots: Receiver<Snapshot>,
     /// A shard's index arrives here when it panicked: its snapshot sender may never be
     /// dropped (its tasks can outlive the unwinding), so the aggregator must not wait for it.
@@ -107,8 +118,9 @@ impl Drop for PanicAlarm {
 }
 
 impl Run {
-    /// Start one shard per CPU of the plan, wait until each is up, then start them all at
-    /// one common instant (so that every shard's intervals line up).
+    /// Start one shard per CPU of the plan, wait until each is up (and, with `--start-at`,
+    /// until that instant), then start them all at one common instant (so that every
+    /// shard's intervals line up).
     pub fn start(plan: &Arc<Plan>) -> Result<Run, EngineError> {
         let (snap_tx, snapshots) = crossbeam_channel::unbounded();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
@@ -142,12 +154,21 @@ impl Run {
             .collect();
         drop((snap_tx, go_rx, panic_tx));
         let threads = rt::start_pinned(SHARD_THREAD, work)?;
-        let start = Instant::now();
+        if let Some(at) = plan.start_at {
+            wait_until(at);
+        }
+        let (start, started_at) = (Instant::now(), SystemTime::now());
+        // Measured against the same reading as `started_at`, so the two agree exactly.
+        let start_late = plan
+            .start_at
+            .map(|at| started_at.duration_since(at).unwrap_or_default());
         for _ in 0..threads.len() {
             let _ = go_tx.send(start);
         }
         Ok(Run {
             start,
+            started_at,
+            start_late,
             snapshots,
             panicked,
             shards: plan.cpus.iter().copied().zip(threads).collect(),
@@ -163,5 +184,18 @@ impl Run {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+}
+
+/// `--start-at`: sleep (the shards are up, waiting for the go) until the wall clock reaches
+/// `at`, or the run is interrupted.
+fn wait_until(at: SystemTime) {
+    /// Short enough that Ctrl-C during the wait is felt at once.
+    const STEP: Duration = Duration::from_millis(50);
+    while let Ok(left) = at.duration_since(SystemTime::now()) {
+        if left.is_zero() || interrupted() {
+            break;
+        }
+        std::thread::sleep(left.min(STEP));
     }
 }

@@ -223,7 +223,7 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         schedule: setup
             .rate
             .as_ref()
-            .map(|spec| RefCell::new(Schedule::new(spec, setup.id, setup.shards))),
+            .map(|spec| RefCell::new(Schedule::part(spec, setup.part))),
         peeked: Cell::new(None),
         due: RefCell::new(None),
         cap: setup.max_in_flight.map(Semaphore::new),

@@ -248,6 +248,15 @@ const RATE_TOLERANCE: f64 = 0.01;
 pub struct Report {
     pub tool: &'static str,
     pub version: &'static str,
+    /// When the run started (the engine's common start), RFC 3339 UTC.
+    pub started_at: String,
+    /// The same instant in unix seconds, with a fraction.
+    pub started_at_unix_s: f64,
+    /// `--start-at` only: how late the start was, in seconds (0 when on time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_late_s: Option<f64>,
+    /// Which part of a run split with `--shard` this is (0 of 1 otherwise).
+    pub shard: crate::plan::ShardOf,
     pub elapsed_s: f64,
     pub rps: f64,
     pub requests: Requests,
@@ -295,8 +304,32 @@ pub struct SelfCost {
     pub peak_rss_bytes: u64,
 }
 
+/// When the run started on the wall clock, for merging shards' results on absolute time.
+#[derive(Clone, Copy, Debug)]
+pub struct Started {
+    pub at: std::time::SystemTime,
+    /// `--start-at` only: how long after that instant the run started.
+    pub late: Option<Duration>,
+}
+
+/// A wall-clock instant as RFC 3339 (UTC, microseconds) and as unix seconds.
+pub fn wall_clock(at: std::time::SystemTime) -> (String, f64) {
+    let unix = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64();
+    (humantime::format_rfc3339_micros(at).to_string(), unix)
+}
+
 impl Report {
-    pub fn build(agg: &Aggregator, plan: &Arc<Plan>, cost: SelfCost, interrupted: bool) -> Report {
+    pub fn build(
+        agg: &Aggregator,
+        plan: &Arc<Plan>,
+        cost: SelfCost,
+        started: Started,
+        interrupted: bool,
+    ) -> Report {
+        let (started_at, started_at_unix_s) = wall_clock(started.at);
         let totals = agg.totals();
         let elapsed_s = agg.end.as_secs_f64();
         let per_s = |n: u64| {
@@ -346,8 +379,10 @@ impl Report {
                 plan.slack.unwrap_or_default(),
                 &RunShape {
                     cpu_utilization,
-                    conns: plan.conns as u64 * plan.pipeline as u64,
-                    max_in_flight: plan.max_in_flight,
+                    // This process's part of them (`--shard`).
+                    conns: plan.shard.share(plan.conns as u64) * plan.pipeline as u64,
+                    max_in_flight: plan.max_in_flight.map(|n| plan.shard.share(n)),
+                    share: 1.0 / plan.shard.count as f64,
                 },
             )
         });
@@ -377,6 +412,10 @@ impl Report {
         Report {
             tool: "blast",
             version: env!("CARGO_PKG_VERSION"),
+            started_at,
+            started_at_unix_s,
+            start_late_s: started.late.map(|d| d.as_secs_f64()),
+            shard: plan.shard,
             elapsed_s,
             rps: per_s(totals.completed),
             requests: Requests {
@@ -488,6 +527,8 @@ struct RunShape {
     /// conns x pipeline.
     conns: u64,
     max_in_flight: Option<u64>,
+    /// The part of the run's sends this process makes (`--shard`).
+    share: f64,
 }
 
 /// Compare what was started with what was asked for: over the run's duration, or for a
@@ -503,7 +544,10 @@ fn open_loop(
     let totals = agg.totals();
     let (span, target) = match duration {
         // The engine sends what is due before the end, nothing at or after it: [0, d).
-        Some(d) => (d.as_secs_f64(), spec.mean_rate(Duration::ZERO, d)),
+        Some(d) => (
+            d.as_secs_f64(),
+            spec.mean_rate(Duration::ZERO, d) * shape.share,
+        ),
         None => {
             let rows = agg
                 .timeline
@@ -621,6 +665,7 @@ mod tests {
         cpu_utilization: 0.02,
         conns: 100,
         max_in_flight: None,
+        share: 1.0,
     };
 
     /// A one-shard run that sent `sent` requests by `at`, with no send lag recorded.

@@ -46,7 +46,7 @@ fn percent(part: u64, whole: u64) -> f64 {
     }
 }
 
-fn write_table_header(w: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write_table_header(w: &mut impl Write) -> io::Result<()> {
     writeln!(
         w,
         "  {:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -54,7 +54,7 @@ fn write_table_header(w: &mut impl Write) -> io::Result<()> {
     )
 }
 
-fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
+pub(crate) fn write_distribution(w: &mut impl Write, name: &str, s: &Summary) -> io::Result<()> {
     writeln!(
         w,
         "  {name:<19} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
@@ -76,9 +76,14 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         (None, Some(d)) => humantime::format_duration(d).to_string(),
         (None, None) => String::new(),
     };
+    // A `--shard` process says which part of the run it is (its figures are that part's).
+    let shard = match r.shard.count {
+        1 => String::new(),
+        n => format!(", shard {} of {n}", r.shard.index),
+    };
     writeln!(
         w,
-        "blast {} {}: {} core(s), {} connection(s), {bound}{}",
+        "blast {} {}: {} core(s), {} connection(s), {bound}{shard}{}",
         c.method,
         c.url,
         c.cores,
