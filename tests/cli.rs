@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::run_blast;
+use common::{assert_two_line_error, run_blast};
 
 /// `blast --help` groups the options under one heading per topic.
 #[test]
@@ -104,19 +104,7 @@ fn mistyped_values_take_two_lines() {
         ),
     ];
     for (args, first, hint) in cases {
-        let run = run_blast(args);
-        let err = run.stderr();
-        assert_eq!(run.code(), Some(2), "{args:?}: {err}");
-        let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 2, "{args:?}: {err}");
-        assert!(
-            lines[0].starts_with("blast: ") && lines[0].contains(first),
-            "{args:?}: {err}"
-        );
-        assert!(
-            lines[1].starts_with(&format!("blast: {hint}")),
-            "{args:?}: {err}"
-        );
+        assert_two_line_error(args, first, hint);
     }
 }
 

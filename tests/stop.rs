@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{run_blast, Acceptor, Behaviour, TestServer, HARD_TIMEOUT};
+use common::{assert_two_line_error, run_blast, Acceptor, Behaviour, TestServer, HARD_TIMEOUT};
 use serde_json::Value;
 
 /// A blast process started with `args`, stdout and stderr piped.
@@ -432,14 +432,7 @@ fn command_line_errors_take_two_lines() {
         ),
     ];
     for (args, first, hint) in cases {
-        let run = run_blast(args);
-        let err = run.stderr();
-        assert_eq!(run.code(), Some(2), "{args:?}: {err}");
-        let lines: Vec<&str> = err.lines().collect();
-        assert_eq!(lines.len(), 2, "{args:?}: {err}");
-        assert!(lines.iter().all(|l| l.starts_with("blast: ")), "{err}");
-        assert!(lines[0].contains(first), "{args:?}: {err}");
-        assert!(lines[1].contains(hint), "{args:?}: {err}");
+        assert_two_line_error(args, first, hint);
     }
 }
 

@@ -51,6 +51,25 @@ pub fn blast(args: &[&str]) -> Output {
     run_blast(args).output
 }
 
+/// blast refuses `args` with exit 2 and two lines on stderr: the first names `first`, the
+/// second starts with `blast: ` and contains `hint`.
+#[allow(dead_code)]
+pub fn assert_two_line_error(args: &[&str], first: &str, hint: &str) {
+    let run = run_blast(args);
+    let err = run.stderr();
+    assert_eq!(run.code(), Some(2), "{args:?}: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{args:?}: {err}");
+    assert!(
+        lines[0].starts_with("blast: ") && lines[0].contains(first),
+        "{args:?}: {err}"
+    );
+    assert!(
+        lines[1].starts_with("blast: ") && lines[1].contains(hint),
+        "{args:?}: {err}"
+    );
+}
+
 /// Like [`blast`], and also report the wall and CPU time of the process.
 // The child is reaped by wait4 below, which clippy cannot see.
 #[allow(clippy::zombie_processes)]
