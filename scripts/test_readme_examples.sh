@@ -80,6 +80,10 @@ EOF
 # so a threshold cannot be crossed by noise.
 (cd "$work/run" && blast -q --duration 500ms --json before.json "http://$addr/" >/dev/null \
     && cp before.json after.json)
+# `merge` examples read shard-*.json: the two shards of one short run.
+(cd "$work/run" && for i in 0 1; do
+    blast -q --shard "$i/2" --requests 20 --json "shard-$i.json" "http://$addr/" >/dev/null || exit 1
+done)
 
 passed=0 failed=0 skipped=0
 for cmd in "${commands[@]}"; do
