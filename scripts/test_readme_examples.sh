@@ -15,7 +15,11 @@ README="$PWD/README.md"
 work="$(mktemp -d)"
 mock_pid=""
 cleanup() {
-    [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null && wait "$mock_pid" 2>/dev/null
+    # The mock ends by the signal: its status is not the script's (set -e holds in here).
+    if [ -n "$mock_pid" ]; then
+        kill "$mock_pid" 2>/dev/null || true
+        wait "$mock_pid" 2>/dev/null || true
+    fi
     rm -rf "$work"
 }
 trap cleanup EXIT
