@@ -919,16 +919,20 @@ fn a_timeout_after_the_head_keeps_its_status_and_tokens() {
 #[test]
 fn an_early_final_response_is_counted() {
     let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
+    let post = |server: &TestServer| {
+        blast_json(&[
+            &server.url("/"),
+            "--body-file",
+            body.path_str(),
+            "--conns",
+            "1",
+            "--requests",
+            "3",
+        ])
+        .1
+    };
     let server = TestServer::start(Behaviour::keep_alive().status(413).early_reply());
-    let (_, doc) = blast_json(&[
-        &server.url("/"),
-        "--body-file",
-        body.path_str(),
-        "--conns",
-        "1",
-        "--requests",
-        "3",
-    ]);
+    let doc = post(&server);
     let seen = server.counts();
     assert_balanced(&doc);
     assert_eq!(seen.requests, 3, "requests the server received");
@@ -941,15 +945,7 @@ fn an_early_final_response_is_counted() {
     let cut =
         b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 100\r\n\r\nab";
     let server = TestServer::start(Behaviour::keep_alive().raw(cut).early_reply());
-    let (_, doc) = blast_json(&[
-        &server.url("/"),
-        "--body-file",
-        body.path_str(),
-        "--conns",
-        "1",
-        "--requests",
-        "3",
-    ]);
+    let doc = post(&server);
     assert_balanced(&doc);
     assert_eq!(server.counts().requests, 3, "requests the server received");
     assert_eq!(num(&doc, "errors.closed"), 3, "{doc:#}");
