@@ -9,7 +9,7 @@ mod shard;
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
@@ -28,6 +28,29 @@ pub fn interrupted() -> bool {
 
 /// Shard threads are named after this, with their index.
 const SHARD_THREAD: &str = "blast-shard";
+
+/// Where the first shard panic happened, for blast's one-line message.
+static PANIC_AT: Mutex<Option<String>> = Mutex::new(None);
+
+/// Keep Rust's panic text for shard threads off stderr (blast says in one line which shard
+/// failed, what it said and where), unless RUST_BACKTRACE asks for the whole story.
+fn quiet_shard_panics() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_shard = std::thread::current()
+                .name()
+                .is_some_and(|n| n.starts_with(SHARD_THREAD));
+            if !in_shard || std::env::var_os("RUST_BACKTRACE").is_some() {
+                return default(info);
+            }
+            if let (Some(at), Ok(mut first)) = (info.location(), PANIC_AT.lock()) {
+                first.get_or_insert_with(|| format!("{}:{}", at.file(), at.line()));
+            }
+        }));
+    });
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -125,6 +148,7 @@ impl Run {
         let (snap_tx, snapshots) = crossbeam_channel::unbounded();
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
         let (panic_tx, panicked) = crossbeam_channel::unbounded();
+        quiet_shard_panics();
         let work = plan
             .cpus
             .iter()
@@ -179,7 +203,10 @@ impl Run {
     pub fn join(self) -> Result<(), EngineError> {
         let mut first = None;
         for (cpu, t) in self.shards {
-            if let (Err(msg), None) = (t.join(), &first) {
+            if let (Err(mut msg), None) = (t.join(), &first) {
+                if let Some(at) = PANIC_AT.lock().ok().and_then(|mut at| at.take()) {
+                    msg = format!("{msg} (at {at}; RUST_BACKTRACE=1 shows how)");
+                }
                 first = Some(EngineError::Shard { cpu, msg });
             }
         }
