@@ -222,6 +222,9 @@ pub struct Counters {
     pub conns_opened: u64,
     /// Connections opened again after the server closed one.
     pub reconnects: u64,
+    /// Connections closed because the server sent bytes while none of our requests was in
+    /// flight (they answer nothing of ours).
+    pub unsolicited: u64,
     /// LLM: generated tokens (the server's count when it gives one, else token events).
     pub tokens: u64,
     /// LLM: responses whose token count came from the server, and from counting events.
@@ -261,6 +264,7 @@ impl Default for Counters {
             bytes_written: 0,
             conns_opened: 0,
             reconnects: 0,
+            unsolicited: 0,
             tokens: 0,
             tokens_by_server: 0,
             tokens_by_events: 0,
@@ -328,6 +332,7 @@ impl Counters {
             (&mut self.bytes_written, other.bytes_written),
             (&mut self.conns_opened, other.conns_opened),
             (&mut self.reconnects, other.reconnects),
+            (&mut self.unsolicited, other.unsolicited),
             (&mut self.tokens, other.tokens),
             (&mut self.tokens_by_server, other.tokens_by_server),
             (&mut self.tokens_by_events, other.tokens_by_events),

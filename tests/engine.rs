@@ -820,6 +820,38 @@ fn responses_with_no_request_in_flight_are_parse_errors() {
     );
 }
 
+/// A second answer that comes while the connection is idle (the same goes for a server that
+/// speaks first) answers nothing of ours: the connection is closed and replaced, counted,
+/// and warned about, and the next request goes on the new one.
+#[test]
+fn bytes_that_come_while_idle_close_the_connection() {
+    let late = Behaviour::keep_alive().answer_again_after(Duration::from_millis(10));
+    let server = TestServer::start(late);
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--conns",
+        "1",
+        "--rate",
+        "20",
+        "--requests",
+        "6",
+    ]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 6, "requests the server received");
+    assert_eq!(num(&doc, "requests.sent"), 6);
+    assert_eq!(num(&doc, "requests.completed"), 6, "{doc:#}");
+    assert!(num(&doc, "connections.unsolicited") >= 4, "{doc:#}");
+    assert_eq!(num(&doc, "connections.opened"), seen.accepted, "{doc:#}");
+    let codes: Vec<&str> = doc["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["code"].as_str())
+        .collect();
+    assert!(codes.contains(&"unsolicited_bytes"), "{doc:#}");
+}
+
 /// More header fields than the parser's stack array, and obs-fold lines (unfolded, so that
 /// a folded `Connection: close` is seen), are accepted.
 #[test]

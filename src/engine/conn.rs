@@ -192,6 +192,12 @@ impl Conn {
         if idle && self.stream.as_ref().is_some_and(Stream::peer_closed) {
             self.close();
         }
+        // Bytes that came while nothing of ours was in flight (a server that answers twice,
+        // late, or speaks first) answer no request: the connection is out of step.
+        if idle && self.unsolicited_input() {
+            self.shard.counters.borrow_mut().unsolicited += 1;
+            self.close();
+        }
         if self.stream.is_none() {
             self.connect().await?;
         }
@@ -199,6 +205,23 @@ impl Conn {
             return Err(self.early_response(broken));
         }
         self.read().await
+    }
+
+    /// Whether the idle connection holds bytes other than blank lines (read and dropped).
+    fn unsolicited_input(&mut self) -> bool {
+        let Some(stream) = self.stream.as_ref().filter(|s| s.may_have_input()) else {
+            return false;
+        };
+        let shard = self.shard.clone();
+        let mut rbuf = shard.rbuf.borrow_mut();
+        match stream.try_read(&mut rbuf[..]) {
+            Some(Ok(n)) if n > 0 => {
+                shard.counters.borrow_mut().bytes_read += n as u64;
+                !rbuf[..n].iter().all(|b| matches!(b, b'\r' | b'\n'))
+            }
+            // The end, or an error: the write or read that follows finds it.
+            _ => false,
+        }
     }
 
     /// A write failed: a server may have answered before reading the whole request (a 413

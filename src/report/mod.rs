@@ -40,6 +40,8 @@ pub struct Transfer {
 pub struct Connections {
     pub opened: u64,
     pub reconnects: u64,
+    /// Closed because the server sent bytes while no request of ours was in flight.
+    pub unsolicited: u64,
 }
 
 /// Open loop: did blast send what it was asked to? If not, the latencies describe blast's
@@ -406,6 +408,17 @@ impl Report {
                 message: format!("the run was limited by {}", o.why),
             });
         }
+        if totals.unsolicited > 0 {
+            warnings.push(Warning {
+                code: "unsolicited_bytes",
+                message: format!(
+                    "the server sent bytes while no request was in flight on {} connections \
+                     (it answered twice, or spoke first): blast closed them; a response that \
+                     came that way may have been taken for the next request's",
+                    totals.unsolicited
+                ),
+            });
+        }
         if plan.llm.is_some() {
             llm_warnings(&totals, &mut warnings);
         }
@@ -438,6 +451,7 @@ impl Report {
             connections: Connections {
                 opened: totals.conns_opened,
                 reconnects: totals.reconnects,
+                unsolicited: totals.unsolicited,
             },
             client_cpu_us_per_request: if totals.completed > 0 {
                 cost.cpu.as_secs_f64() * 1e6 / totals.completed as f64

@@ -288,6 +288,10 @@ impl Poller {
         self.slots.borrow()[id as usize].ready & HUP != 0
     }
 
+    fn has(&self, id: u32, bit: u8) -> bool {
+        self.slots.borrow()[id as usize].ready & bit != 0
+    }
+
     fn set(&self, id: u32, bits: u8) {
         self.slots.borrow_mut()[id as usize].ready |= bits;
     }
@@ -615,6 +619,12 @@ impl Stream {
     /// thread already collected: no syscall). A read would find the end or the error.
     pub fn peer_closed(&self) -> bool {
         self.reg.poller.hung_up(self.reg.id)
+    }
+
+    /// The kernel may have bytes to read: it said so since the last read that drained the
+    /// socket (no syscall; a stream from `connect` starts without). A read tells for sure.
+    pub fn may_have_input(&self) -> bool {
+        self.reg.poller.has(self.reg.id, IN)
     }
 
     /// shutdown(2): with `Write`, the peer reads to the end after what was sent.

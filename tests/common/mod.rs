@@ -247,6 +247,8 @@ pub struct Behaviour {
     pub rst_close: bool,
     /// Write every response twice, in one write.
     pub answer_twice: bool,
+    /// Send each response again this long after the first copy.
+    pub answer_again_after: Option<Duration>,
     /// Send these bytes instead of each response.
     pub raw: Option<Vec<u8>>,
     /// Write each response a byte at a time.
@@ -274,6 +276,7 @@ impl Default for Behaviour {
             unanswered_every: None,
             rst_close: false,
             answer_twice: false,
+            answer_again_after: None,
             raw: None,
             trickle: false,
             extra_headers: String::new(),
@@ -373,6 +376,12 @@ impl Behaviour {
     pub fn answer_twice(self) -> Self {
         Behaviour {
             answer_twice: true,
+            ..self
+        }
+    }
+    pub fn answer_again_after(self, after: Duration) -> Self {
+        Behaviour {
+            answer_again_after: Some(after),
             ..self
         }
     }
@@ -670,6 +679,13 @@ fn serve(
                 stream.write_all(&resp)?;
             }
             shared.answered.fetch_add(1, Ordering::SeqCst);
+            if let Some(after) = b.answer_again_after {
+                if !sleep_unless_stopped(after, stop) {
+                    return Ok(());
+                }
+                // The client may have closed already: that is what it should do.
+                let _ = stream.write_all(&resp);
+            }
             if announce_close || silent_close || b.framing == Framing::CloseDelimited {
                 return close(stream, b, buf, shared, stop);
             }
