@@ -115,7 +115,9 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         },
         None => None,
     };
-    if let (Some(x), false) = (&exporter, plan.output.quiet) {
+    // With port 0 the line is the only way to learn the port: said even with --quiet.
+    let asked_port_0 = plan.output.prometheus.is_some_and(|a| a.port() == 0);
+    if let (Some(x), false) = (&exporter, plan.output.quiet && !asked_port_0) {
         eprintln!(
             "blast: Prometheus metrics on http://{}/metrics",
             x.local_addr()
