@@ -477,7 +477,14 @@ impl Exporter {
 impl Drop for Exporter {
     fn drop(&mut self) {
         self.server.unblock();
-        if let Some(t) = self.thread.take() {
+        // The thread ends after the answer it may be writing; a scraper that stopped reading
+        // must not hold blast's exit for long, so it is left behind after a second.
+        let Some(t) = self.thread.take() else { return };
+        let until = Instant::now() + Duration::from_secs(1);
+        while !t.is_finished() && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
             let _ = t.join();
         }
     }

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -13,7 +13,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::doc::{assert_exit, num};
-use common::{closed_port, temp_path, Behaviour, TestServer};
+use common::{temp_path, Behaviour, TestServer};
 use serde_json::Value;
 
 /// No test here waits longer than this for anything.
@@ -24,26 +24,47 @@ struct Blast {
     child: Child,
     json: PathBuf,
     metrics: SocketAddr,
+    /// The rest of its stderr, read to the end by a thread.
+    stderr: Option<thread::JoinHandle<String>>,
 }
 
 impl Blast {
-    /// blast `args` with `--prometheus` on a free loopback port and `--json` to a temp file.
+    /// blast `args` with `--prometheus` on port 0 (blast names the port on stderr) and
+    /// `--json` to a temp file.
     fn start(args: &[&str]) -> Blast {
-        let metrics = SocketAddr::from(([127, 0, 0, 1], closed_port()));
         let json = temp_path("prometheus.json");
-        let child = Command::new(env!("CARGO_BIN_EXE_blast"))
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
             .args(args)
-            .args(["--quiet", "--prometheus", &metrics.to_string(), "--json"])
+            .args(["--quiet", "--prometheus", "127.0.0.1:0", "--json"])
             .arg(&json)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("cannot spawn blast");
+        let mut lines = BufReader::new(child.stderr.take().expect("piped")).lines();
+        let mut before = String::new();
+        let metrics = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    let addr = line
+                        .split_once("metrics on http://")
+                        .and_then(|(_, rest)| rest.strip_suffix("/metrics"));
+                    if let Some(addr) = addr {
+                        break addr.parse().expect("a socket address");
+                    }
+                    before += &line;
+                }
+                _ => panic!("blast {args:?} named no metrics address; stderr:\n{before}"),
+            }
+        };
+        let stderr =
+            thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
         Blast {
             child,
             json,
             metrics,
+            stderr: Some(stderr),
         }
     }
 
@@ -62,13 +83,7 @@ impl Blast {
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let mut err = String::new();
-                let _ = self
-                    .child
-                    .stderr
-                    .take()
-                    .expect("piped")
-                    .read_to_string(&mut err);
+                let err = self.stderr.take().expect("once").join().unwrap_or_default();
                 return (status, err);
             }
             assert!(
@@ -265,7 +280,7 @@ fn the_last_scrape_equals_the_json_totals_and_the_servers_count() {
         "--rate",
         "150",
         "--duration",
-        "2s",
+        "3s",
         "--interval",
         "250ms",
         "--conns",
@@ -300,7 +315,7 @@ fn the_last_scrape_equals_the_json_totals_and_the_servers_count() {
     assert_monotonic(&mid, &last);
 
     let sent = num(&doc, "requests.sent");
-    assert!(sent >= 50, "a run of 2 s at 150/s sent {sent}");
+    assert!(sent >= 50, "a run of 3 s at 150/s sent {sent}");
     assert_eq!(last.get("blast_requests_sent_total"), sent);
     let outcomes = last.by_label("blast_requests_total");
     let completed = num(&doc, "requests.completed");
@@ -382,7 +397,7 @@ fn promtool_accepts_a_mid_run_scrape_of_an_llm_run() {
         "--rate",
         "40",
         "--duration",
-        "2s",
+        "3s",
         "--interval",
         "250ms",
         "--cores",
