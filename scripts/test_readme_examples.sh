@@ -2,7 +2,8 @@
 # Runs every `blast ...` example of README.md's code blocks against `blast mock` on a free
 # loopback port, so the README cannot show a command that does not work. Each command's
 # URL host:port is pointed at the mock, its duration cut to 1s, `--cores` capped at this
-# machine's CPUs, `--listen` moved to a free port, and each runs under `timeout`. A command fails the script when it exits non-zero
+# machine's CPUs, `--listen` and `--prometheus` moved to a free port, `--prometheus-linger`
+# cut to 1s, and each runs under `timeout`. A command fails the script when it exits non-zero
 # (a `blast mock` example passes when it is still serving after 2 s).
 #
 # Usage: scripts/test_readme_examples.sh   (BLAST=path/to/blast, default target/debug/blast)
@@ -67,6 +68,8 @@ while i < len(lines):
     cmd = re.sub(r"\s+#\s.*$", "", cmd).strip()
     cmd = re.sub(r"http://[^/\s'\"]+", f"http://{addr}", cmd)
     cmd = re.sub(r"--listen \S+", "--listen 127.0.0.1:0", cmd)
+    cmd = re.sub(r"--prometheus \S+", "--prometheus 127.0.0.1:0", cmd)
+    cmd = re.sub(r"--prometheus-linger \S+", "--prometheus-linger 1s", cmd)
     cmd = re.sub(r"(--duration|-d) \S+", "--duration 1s", cmd)
     # No more pinned cores than this machine has.
     cmd = re.sub(r"(--cores|-c) (\d+)", lambda m: f"{m[1]} {min(int(m[2]), cpus)}", cmd)

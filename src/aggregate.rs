@@ -35,6 +35,16 @@ pub struct TimelineRow {
     pub tokens_per_s: f64,
 }
 
+/// One interval as the aggregator closed it, for a live view that needs more than the row
+/// (`--prometheus`): the row, the run's counters up to its end, and its distributions.
+pub struct Interval<'a> {
+    pub row: &'a TimelineRow,
+    /// Cumulative since the start, at the end of the interval.
+    pub cumulative: &'a Counters,
+    /// This interval's distributions (None when no shard sent any).
+    pub hists: Option<&'a Hists>,
+}
+
 #[derive(Default)]
 struct Pending {
     /// Sum of the reporting shards' cumulative counters at the end of this interval.
@@ -56,6 +66,8 @@ pub struct Aggregator {
     pending: BTreeMap<u64, Pending>,
     prev_cum: Counters,
     prev_t: Duration,
+    /// The rows the last `push` closed: the cumulative counters and distributions of each.
+    closed: Vec<(Counters, Option<Hists>)>,
     pub timeline: Vec<TimelineRow>,
     pub hists: Option<Hists>,
     /// Open loop: send lag after the first interval (start-up: connects, first wake-ups
@@ -77,6 +89,7 @@ impl Aggregator {
             pending: BTreeMap::new(),
             prev_cum: Counters::default(),
             prev_t: Duration::ZERO,
+            closed: Vec::new(),
             timeline: Vec::new(),
             hists: None,
             steady_send_lag: None,
@@ -102,6 +115,7 @@ impl Aggregator {
     /// Take one snapshot; returns the timeline rows it completed (usually zero or one).
     pub fn push(&mut self, snap: Snapshot) -> &[TimelineRow] {
         let before = self.timeline.len();
+        self.closed.clear();
         self.end = self.end.max(snap.at);
         match &mut self.hists {
             Some(h) => *h += &snap.hists,
@@ -132,6 +146,18 @@ impl Aggregator {
             self.emit(seq, p);
         }
         &self.timeline[before..]
+    }
+
+    /// The intervals the last `push` closed (its rows), with their counters and distributions.
+    pub fn closed(&self) -> impl Iterator<Item = Interval<'_>> {
+        let rows = &self.timeline[self.timeline.len() - self.closed.len()..];
+        rows.iter()
+            .zip(&self.closed)
+            .map(|(row, (cumulative, hists))| Interval {
+                row,
+                cumulative,
+                hists: hists.as_ref(),
+            })
     }
 
     /// Has every shard either reported interval `seq` or ended before it?
@@ -187,6 +213,7 @@ impl Aggregator {
             tokens: d.tokens,
             tokens_per_s: if dt > 0.0 { d.tokens as f64 / dt } else { 0.0 },
         });
+        self.closed.push((cum.clone(), p.hists));
         self.prev_cum = cum;
         self.prev_t = t;
     }
@@ -252,6 +279,41 @@ mod tests {
         assert_eq!(a.totals().completed, 47);
         assert_eq!(a.timeline.iter().map(|r| r.completed).sum::<u64>(), 47);
         assert_eq!(a.summary(Metric::Latency).unwrap().count, 5);
+    }
+
+    /// `closed` gives each row the last push closed with the run's counters at its end and
+    /// its own distributions: the last one's counters are the totals, and the rows'
+    /// distributions add up to the run's.
+    #[test]
+    fn closed_intervals_carry_cumulative_counters_and_their_histograms() {
+        let mut a = Aggregator::new(2, Duration::from_secs(1), None);
+        a.push(snap(0, 0, 1000, false, 10));
+        assert_eq!(a.closed().count(), 0);
+        a.push(snap(0, 1, 2000, true, 30));
+        assert_eq!(a.closed().count(), 0, "shard 1 has not reported interval 0");
+        a.push(snap(1, 0, 1000, true, 5));
+        let closed: Vec<(u64, u64, u64)> = a
+            .closed()
+            .map(|i| {
+                let lat = i.hists.and_then(|h| h.get(Metric::Latency)).unwrap().len();
+                (i.row.completed, i.cumulative.completed, lat)
+            })
+            .collect();
+        // Interval 0: 10 + 5 (two snapshots' latencies); interval 1: 20 more (one).
+        assert_eq!(closed, [(15, 15, 2), (20, 35, 1)]);
+        assert!(a.all_done());
+        assert_eq!(a.closed().last().unwrap().cumulative, &a.totals());
+
+        let mut a = Aggregator::new(2, Duration::from_secs(1), None);
+        a.push(snap(0, 0, 1000, false, 1));
+        a.push(snap(1, 0, 1000, false, 1));
+        assert_eq!(a.closed().count(), 1);
+        a.push(snap(0, 1, 2000, false, 2));
+        assert_eq!(
+            a.closed().count(),
+            0,
+            "a push that closes nothing clears the last"
+        );
     }
 
     /// One shard's rows ending at `ends_ms` (the last one the shard's last snapshot).

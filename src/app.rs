@@ -15,6 +15,7 @@ use clap::Parser;
 use crate::cli::{Cli, RunArgs};
 use crate::mock::{MockArgs, MockConfig, MockServer};
 use crate::plan::Plan;
+use crate::prometheus::Exporter;
 use crate::report::{csv, json, text, Report};
 use crate::scenario::{self, SCENARIOS};
 
@@ -106,19 +107,54 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     if let (Some(at), true) = (plan.start_at, live) {
         eprintln!("blast: starting at {}", crate::report::wall_clock(at).0);
     }
+    // Listening before the run starts: a busy port is the user's to fix, not a lost run.
+    let exporter = match plan.output.prometheus {
+        Some(addr) => match Exporter::start(addr, &plan) {
+            Ok(x) => Some(x),
+            Err(e) => return fail(2, format!("--prometheus {addr}: cannot listen: {e}")),
+        },
+        None => None,
+    };
+    // With port 0 the line is the only way to learn the port: said even with --quiet.
+    let asked_port_0 = plan.output.prometheus.is_some_and(|a| a.port() == 0);
+    if let (Some(x), false) = (&exporter, plan.output.quiet && !asked_port_0) {
+        eprintln!(
+            "blast: Prometheus metrics on http://{}/metrics",
+            x.local_addr()
+        );
+    }
     let total_s = plan.run_for.map(|d| d.as_secs_f64());
-    let report = match crate::run(&plan, |row| {
+    let report = match crate::run_with(&plan, |interval| {
         if live {
-            eprintln!("{}", text::live_line(row, total_s));
+            eprintln!("{}", text::live_line(interval.row, total_s));
+        }
+        if let Some(x) = &exporter {
+            x.update(interval);
         }
     }) {
         Ok(r) => r,
         Err(e) => return fail(1, e),
     };
+    if let Some(x) = &exporter {
+        x.finish();
+    }
     let failures = write_outputs(&plan, &report);
     for f in &failures {
         eprintln!("blast: {f}");
     }
+    // The results are out; a last scrape may still come for the final totals. A run cut
+    // short by Ctrl-C does not wait.
+    let linger = plan.output.prometheus_linger;
+    if let (Some(x), false) = (&exporter, linger.is_zero() || report.interrupted) {
+        if !plan.output.quiet {
+            eprintln!(
+                "blast: serving the final metrics for {} more (Ctrl-C ends it)",
+                humantime::format_duration(linger)
+            );
+        }
+        x.linger(linger);
+    }
+    drop(exporter);
     if report.interrupted {
         return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
             0 => 130,

@@ -213,6 +213,24 @@ pub struct RunArgs {
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub log: Option<PathBuf>,
 
+    /// Serve live metrics for Prometheus on http://ADDR/metrics, e.g. 127.0.0.1:9464
+    ///
+    /// Updated every --interval from the aggregated figures; ":PORT" listens on every
+    /// interface.
+    #[arg(long, value_name = "ADDR", help_heading = "Output")]
+    pub prometheus: Option<String>,
+
+    /// Keep serving the metrics this long after the run, so a last scrape sees the totals
+    ///
+    /// Ctrl-C ends it early.
+    #[arg(
+        long,
+        value_name = "D",
+        requires = "prometheus",
+        help_heading = "Output"
+    )]
+    pub prometheus_linger: Option<String>,
+
     /// Open loop: requests per second in total, sent on schedule
     ///
     /// Requests go out on schedule whatever the server does; latency is measured from when

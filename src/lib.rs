@@ -14,6 +14,7 @@ pub mod llm;
 pub mod merge;
 pub mod mock;
 pub mod plan;
+pub mod prometheus;
 pub mod report;
 pub mod rng;
 pub mod rt;
@@ -21,7 +22,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod stats;
 
-use aggregate::{Aggregator, TimelineRow};
+use aggregate::{Aggregator, Interval, TimelineRow};
 use std::sync::Arc;
 
 use plan::Plan;
@@ -32,6 +33,15 @@ use report::{Report, SelfCost};
 pub fn run(
     plan: &Arc<Plan>,
     mut on_row: impl FnMut(&TimelineRow),
+) -> Result<Report, engine::EngineError> {
+    run_with(plan, |interval| on_row(interval.row))
+}
+
+/// Like `run`, and `on_interval` also sees the run's counters at the end of each row and the
+/// row's distributions (what `--prometheus` exposes).
+pub fn run_with(
+    plan: &Arc<Plan>,
+    mut on_interval: impl FnMut(&Interval),
 ) -> Result<Report, engine::EngineError> {
     let cpu_before = limits::cpu_time();
     let run = engine::Run::start(plan)?;
@@ -58,8 +68,9 @@ pub fn run(
         let Ok(snap) = snap else {
             break;
         };
-        for row in agg.push(snap) {
-            on_row(row);
+        agg.push(snap);
+        for interval in agg.closed() {
+            on_interval(&interval);
         }
     }
     run.join()?;

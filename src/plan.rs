@@ -240,6 +240,10 @@ pub struct Output {
     pub json_stdout: bool,
     pub timeline_csv: Option<PathBuf>,
     pub log: Option<PathBuf>,
+    /// `--prometheus`: where to serve `/metrics` during the run.
+    pub prometheus: Option<SocketAddr>,
+    /// `--prometheus-linger`: how long to go on serving after the run.
+    pub prometheus_linger: Duration,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -362,6 +366,29 @@ pub fn parse_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
         return err(format!("{what} {raw}: at most a year (365d)"));
     }
     Ok(d)
+}
+
+/// `--prometheus ADDR`: `IP:PORT`, `[IPv6]:PORT`, `localhost:PORT`, or `:PORT` for every
+/// interface (as Prometheus exporters take it). No name lookup: this step does no I/O.
+pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, PlanError> {
+    let raw = raw.trim();
+    let bad = |why: &str| {
+        PlanError(format!(
+            "--prometheus {raw:?}: {why}; want IP:PORT, e.g. 127.0.0.1:9464 (or :9464 for every interface)"
+        ))
+    };
+    if let Ok(addr) = raw.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = raw.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| bad("the port is not 0 to 65535"))?;
+    match host {
+        "" => Ok(SocketAddr::from(([0, 0, 0, 0], port))),
+        h if h.eq_ignore_ascii_case("localhost") => Ok(SocketAddr::from(([127, 0, 0, 1], port))),
+        _ => Err(bad("the host is not an IP address")),
+    }
 }
 
 fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
@@ -662,6 +689,15 @@ impl Spec {
             json: json.filter(|p| *p != "-").map(PathBuf::from),
             timeline_csv: args.timeline.clone(),
             log: args.log.clone(),
+            prometheus: args
+                .prometheus
+                .as_deref()
+                .map(parse_listen_addr)
+                .transpose()?,
+            prometheus_linger: match &args.prometheus_linger {
+                Some(raw) => parse_duration("--prometheus-linger", raw)?,
+                None => Duration::ZERO,
+            },
         };
         Ok(Spec {
             url: without_password(raw_url),
