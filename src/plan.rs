@@ -16,6 +16,7 @@ use crate::http::request::{self, RequestSpec};
 use crate::limits;
 use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
 use crate::schedule::{self, Arrivals, Pattern, RateSpec};
+use crate::scrape::Selector;
 use crate::stats::{Metric, MetricGroup};
 
 /// A user error: printed as one line, exit code 2.
@@ -117,6 +118,12 @@ pub struct Plan {
     /// `--start-at`: the instant to start at (the shards of one run share it).
     #[serde(skip)]
     pub start_at: Option<std::time::SystemTime>,
+    /// `--scrape`: the target's metrics URLs, read from the main process during the run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub scrape: Vec<String>,
+    /// `--expect-count`: counters whose increase should equal the requests sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect_count: Vec<Selector>,
 }
 
 /// `--shard I/N`: this process is shard `index` (0-based) of `count`.
@@ -364,7 +371,7 @@ pub fn parse_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
     Ok(d)
 }
 
-fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
+pub(crate) fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
     let d = parse_duration(what, raw)?;
     if d.is_zero() {
         return err(format!("{what} must be greater than zero"));
@@ -470,6 +477,8 @@ pub struct Spec {
     pub output: Output,
     pub shard: ShardOf,
     pub start_at: Option<std::time::SystemTime>,
+    pub scrape: Vec<String>,
+    pub expect_count: Vec<Selector>,
 }
 
 impl Spec {
@@ -655,6 +664,19 @@ impl Spec {
         if llm.is_some() && content_length(&header_fields).is_some() {
             return err("-H Content-Length: --api bodies vary in length and blast sets it for each; drop the header");
         }
+        let scrape = args
+            .scrape
+            .iter()
+            .map(|u| crate::scrape::check_url(u).map_err(PlanError))
+            .collect::<Result<Vec<_>, _>>()?;
+        let expect_count = args
+            .expect_count
+            .iter()
+            .map(|s| Selector::parse(s).map_err(PlanError))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !expect_count.is_empty() && scrape.is_empty() {
+            return err("--expect-count compares a scraped counter: add --scrape METRICS_URL");
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -685,6 +707,8 @@ impl Spec {
             output,
             shard,
             start_at,
+            scrape,
+            expect_count,
         })
     }
 
@@ -778,6 +802,8 @@ impl Spec {
             output: self.output,
             shard: self.shard,
             start_at: self.start_at,
+            scrape: self.scrape,
+            expect_count: self.expect_count,
         })
     }
 }
