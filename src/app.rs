@@ -276,7 +276,13 @@ pub fn watch(url: &str, pattern: Option<&str>, interval: &str, duration: Option<
         _ if sig != 0 => ExitCode::from((128 + sig) as u8),
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
         Err(e) => fail(1, format!("cannot write the view: {e}")),
-        Ok(0) => fail(1, format!("no scrape of {} succeeded", spec.url)),
+        Ok(0) => fail(
+            1,
+            format!(
+                "no scrape of {} succeeded",
+                crate::scrape::masked(&spec.url)
+            ),
+        ),
         Ok(_) => ExitCode::SUCCESS,
     }
 }

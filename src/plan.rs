@@ -118,8 +118,12 @@ pub struct Plan {
     /// `--start-at`: the instant to start at (the shards of one run share it).
     #[serde(skip)]
     pub start_at: Option<std::time::SystemTime>,
-    /// `--scrape`: the target's metrics URLs, read from the main process during the run.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    /// `--scrape`: the target's metrics URLs, read from the main process during the run
+    /// (in the document with their passwords masked).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "crate::scrape::ser_masked"
+    )]
     pub scrape: Vec<String>,
     /// `--expect-count`: counters whose increase should equal the requests sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]

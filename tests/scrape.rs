@@ -12,7 +12,7 @@ use std::io::Write;
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ struct Counted {
     scrapes: AtomicU64,
     /// Load connections open now.
     open: AtomicU64,
+    /// The Authorization header of the last /metrics request.
+    auth: Mutex<Option<String>>,
 }
 
 /// How the server writes /metrics.
@@ -108,6 +110,7 @@ fn serve(mut stream: TcpStream, stop: &AtomicBool, c: &Counted, page: Page) -> s
             let (body, kind) = if req.path == "/metrics" {
                 // Counted before the page is written: a scrape sees itself.
                 c.scrapes.fetch_add(1, Ordering::SeqCst);
+                *c.auth.lock().unwrap() = req.header("authorization").map(str::to_string);
                 match page {
                     Page::Html => (
                         "<html><body>Dashboard</body></html>\n".to_string(),
@@ -333,6 +336,36 @@ fn failed_scrapes_warn_and_the_run_succeeds() {
         .collect();
     assert_eq!(failed.len(), 2, "{doc:#}");
     assert!(failed[0]["message"].as_str().unwrap().contains(&dead));
+}
+
+/// User info in a metrics URL is sent as Basic auth, as for the load's URL, and its
+/// password is masked in the result.
+#[test]
+fn scrape_url_user_info_is_basic_auth_and_masked() {
+    let server = MetricsServer::start(Page::Honest);
+    let metrics = format!("http://scraper:s3cret@{}/metrics", server.acceptor.addr());
+    let (out, doc) = blast_json(&[
+        "--requests",
+        "5",
+        "--conns",
+        "1",
+        "--cores",
+        "1",
+        "--scrape",
+        &metrics,
+        &server.url("/load"),
+    ]);
+    assert_exit(&out, 0);
+    // base64("scraper:s3cret")
+    assert_eq!(
+        server.counted.auth.lock().unwrap().as_deref(),
+        Some("Basic c2NyYXBlcjpzM2NyZXQ=")
+    );
+    let shown = format!("http://scraper:***@{}/metrics", server.acceptor.addr());
+    assert_eq!(target(&doc)["url"], shown.as_str());
+    assert_eq!(at(&doc, "config.scrape")[0], shown.as_str());
+    assert!(!doc.to_string().contains("s3cret"));
+    assert_eq!(target(&doc)["failed"], 0);
 }
 
 #[test]

@@ -46,9 +46,30 @@ pub fn check_url(raw: &str) -> Result<String, String> {
     Ok(url.to_string())
 }
 
+/// The URL as shown (config, results, messages): a password in it masked.
+pub fn masked(raw: &str) -> String {
+    match url::Url::parse(raw) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.to_string()
+        }
+        _ => raw.to_string(),
+    }
+}
+
+/// Serialize URLs masked (the plan's `scrape`).
+pub fn ser_masked<S: serde::Serializer>(urls: &[String], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(urls.iter().map(|u| masked(u)))
+}
+
 /// One HTTP client for one metrics URL.
 pub struct Fetcher {
     agent: ureq::Agent,
+    /// What is requested: the URL without its user info.
+    target: String,
+    /// User info in the URL, sent as `Authorization: Basic` (as curl does).
+    auth: Option<String>,
+    /// As shown.
     url: String,
 }
 
@@ -62,9 +83,21 @@ impl Fetcher {
             .proxy(None)
             .user_agent(concat!("blast/", env!("CARGO_PKG_VERSION")))
             .build();
+        // The load's own reading of user info, so that both send the same header.
+        let auth = crate::plan::parse_url(url).ok().and_then(|t| t.basic_auth);
+        let target = match url::Url::parse(url) {
+            Ok(mut u) if auth.is_some() => {
+                let _ = u.set_username("");
+                let _ = u.set_password(None);
+                u.to_string()
+            }
+            _ => url.to_string(),
+        };
         Fetcher {
             agent: config.into(),
-            url: url.to_string(),
+            target,
+            auth,
+            url: masked(url),
         }
     }
 
@@ -74,13 +107,15 @@ impl Fetcher {
 
     /// GET the exposition as text.
     pub fn get(&self) -> Result<String, String> {
-        let mut resp = self
+        let mut req = self
             .agent
-            .get(&self.url)
+            .get(&self.target)
             // The classic text format, not OpenMetrics or protobuf.
-            .header("Accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1")
-            .call()
-            .map_err(|e| e.to_string())?;
+            .header("Accept", "text/plain;version=0.0.4;q=1,*/*;q=0.1");
+        if let Some(auth) = &self.auth {
+            req = req.header("Authorization", auth);
+        }
+        let mut resp = req.call().map_err(|e| e.to_string())?;
         let status = resp.status();
         let body = resp
             .body_mut()

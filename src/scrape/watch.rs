@@ -34,7 +34,7 @@ pub fn run(
     writeln!(
         out,
         "blast watch {}: every {}{}; Ctrl-C stops",
-        spec.url,
+        fetcher.url(),
         humantime::format_duration(spec.interval),
         spec.pattern
             .as_ref()
@@ -59,7 +59,11 @@ pub fn run(
             }
             Err(e) => {
                 let t = at.duration_since(start).as_secs_f64();
-                writeln!(err, "blast: {t:>6.1}s  scrape of {} failed: {e}", spec.url)?;
+                writeln!(
+                    err,
+                    "blast: {t:>6.1}s  scrape of {} failed: {e}",
+                    fetcher.url()
+                )?;
                 // A rate spans two successful scrapes in a row.
                 prev = None;
             }
