@@ -463,7 +463,7 @@ fn watch_prints_rates_until_its_duration() {
 #[test]
 fn watch_stops_on_sigterm() {
     let server = MetricsServer::start(Page::Honest);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+    let child = Command::new(env!("CARGO_BIN_EXE_blast"))
         .args(["watch", &server.url("/metrics"), "--interval", "200ms"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -473,24 +473,69 @@ fn watch_stops_on_sigterm() {
     thread::sleep(Duration::from_millis(800));
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
+    let out = wait_bounded(child);
+    assert_exit(&out, 143);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("test_scrapes_total"));
+}
+
+/// Ctrl-C mid-run: the run reports (exit 130), and its end scrape still comes, so the
+/// counter's increase is what the server received.
+#[test]
+fn ctrl_c_still_reads_the_target_at_the_end() {
+    let server = MetricsServer::start(Page::Honest);
+    let json = common::temp_path("scrape-sigint.json");
+    let child = Command::new(env!("CARGO_BIN_EXE_blast"))
+        .args([
+            "-n",
+            "2",
+            "-c",
+            "1",
+            "-d",
+            "30s",
+            "-q",
+            "--json",
+            json.to_str().unwrap(),
+            "--scrape",
+            &server.url("/metrics"),
+            &server.url("/load"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn blast");
+    thread::sleep(Duration::from_millis(1000));
+    // SAFETY: signalling our own child, not yet reaped.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
+    let out = wait_bounded(child);
+    assert_exit(&out, 130);
+    let doc: Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("valid JSON");
+    let _ = std::fs::remove_file(&json);
+    let received = server.load();
+    let (completed, sent) = (num(&doc, "requests.completed"), num(&doc, "requests.sent"));
+    assert!(
+        completed > 0 && (completed..=sent).contains(&received),
+        "{received}: {doc:#}"
+    );
+    let counted = target(&doc)["counters"]["test_requests_total{method=\"GET\",path=\"/load\"}"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("{doc:#}"));
+    assert_eq!(counted, received as f64);
+}
+
+/// Wait for a child with a hard deadline.
+fn wait_bounded(mut child: std::process::Child) -> std::process::Output {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
         }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("blast watch still running 10s after SIGTERM");
+            panic!("blast still running 15s after the signal");
         }
         thread::sleep(Duration::from_millis(20));
-    };
-    let out = child.wait_with_output().expect("output");
-    assert_eq!(
-        status.code(),
-        Some(143),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("test_scrapes_total"));
+    }
 }
