@@ -187,9 +187,8 @@ pub fn parse(text: &str) -> Result<Reading, String> {
     for s in &scrape.samples {
         let series = Series::new(&s.metric, &s.labels);
         match &s.value {
-            Value::Counter(v) => {
-                r.counters.insert(series, *v);
-            }
+            // Series the parser put under one key (see `colliding_series_add_up`) add up.
+            Value::Counter(v) => *r.counters.entry(series).or_default() += v,
             Value::Gauge(v) => {
                 r.gauges.insert(series, *v);
             }
@@ -214,14 +213,14 @@ pub fn parse(text: &str) -> Result<Reading, String> {
             };
             if let Some(h) = r.hists.get_mut(&owner) {
                 match suffix {
-                    "_sum" => h.sum = v,
-                    _ => h.count = v,
+                    "_sum" => h.sum += v,
+                    _ => h.count += v,
                 }
                 continue;
             }
         }
         if series.name.ends_with("_total") {
-            r.counters.insert(series, v);
+            *r.counters.entry(series).or_default() += v;
             continue;
         }
         r.gauges.insert(series, v);
@@ -325,6 +324,17 @@ plain_untyped 1.5
             post.to_string(),
             r#"proxy_requests_total{method="POST",path="/api/generate"}"#
         );
+    }
+
+    /// prometheus-parse splits label values at commas: two series that differ after one
+    /// land on one key, and their counters are added rather than one lost.
+    #[test]
+    fn colliding_series_add_up() {
+        let r = parse(
+            "# TYPE req_total counter\nreq_total{path=\"/a,b\"} 2\nreq_total{path=\"/a,c\"} 3\n",
+        )
+        .unwrap();
+        assert_eq!(r.counters.values().sum::<f64>(), 5.0, "{:?}", r.counters);
     }
 
     #[test]
