@@ -124,7 +124,13 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         );
     }
     let total_s = plan.run_for.map(|d| d.as_secs_f64());
+    // The target's own metrics are read on threads of their own, first before the load.
+    let mut scraper =
+        (!plan.scrape.is_empty()).then(|| crate::scrape::Scraper::start(&plan.scrape));
     let report = match crate::run_with(&plan, |interval| {
+        if let Some(s) = &mut scraper {
+            s.row();
+        }
         if live {
             eprintln!("{}", text::live_line(interval.row, total_s));
         }
@@ -137,6 +143,17 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     };
     if let Some(x) = &exporter {
         x.finish();
+    }
+    let mut report = report;
+    if let Some(s) = scraper {
+        let (metrics, warnings) = s.finish(
+            report.timeline.len(),
+            &plan.expect_count,
+            report.requests.sent,
+            plan.shard.count,
+        );
+        report.target_metrics = Some(metrics);
+        report.warnings.extend(warnings);
     }
     let failures = write_outputs(&plan, &report);
     for f in &failures {
@@ -251,6 +268,59 @@ fn on_stop_signals() -> std::io::Result<()> {
         unsafe { signal_hook::low_level::register(sig, action) }?;
     }
     Ok(())
+}
+
+/// `blast watch METRICS_URL`: scrape every interval and print what moved, until Ctrl-C,
+/// SIGTERM or `--duration`. Exit 1 when no scrape succeeded.
+pub fn watch(url: &str, pattern: Option<&str>, interval: &str, duration: Option<&str>) -> ExitCode {
+    let spec = (|| -> Result<crate::scrape::watch::Watch, String> {
+        let url =
+            crate::scrape::check_url(url).map_err(|e| e.replacen("--scrape", "blast watch", 1))?;
+        let pattern = pattern
+            .map(|p| regex::Regex::new(p).map_err(|e| format!("--match {p:?}: {e}")))
+            .transpose()?;
+        let interval =
+            crate::plan::positive_duration("--interval", interval).map_err(|e| e.to_string())?;
+        if interval < Duration::from_millis(100) {
+            return Err("--interval must be at least 100ms for blast watch".into());
+        }
+        let duration = duration
+            .map(|d| crate::plan::positive_duration("--duration", d).map_err(|e| e.to_string()))
+            .transpose()?;
+        Ok(crate::scrape::watch::Watch {
+            url,
+            pattern,
+            interval,
+            duration,
+        })
+    })();
+    let spec = match spec {
+        Ok(s) => s,
+        Err(e) => return fail(2, e),
+    };
+    if let Err(e) = on_stop_signals() {
+        return fail(2, format!("cannot install the Ctrl-C/SIGTERM handler: {e}"));
+    }
+    let watched = crate::scrape::watch::run(
+        &spec,
+        &crate::engine::INTERRUPTED,
+        &mut std::io::stdout().lock(),
+        &mut std::io::stderr().lock(),
+    );
+    let sig = STOP_SIGNAL.load(Ordering::Relaxed);
+    match watched {
+        _ if sig != 0 => ExitCode::from((128 + sig) as u8),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => fail(1, format!("cannot write the view: {e}")),
+        Ok(0) => fail(
+            1,
+            format!(
+                "no scrape of {} succeeded",
+                crate::scrape::masked(&spec.url)
+            ),
+        ),
+        Ok(_) => ExitCode::SUCCESS,
+    }
 }
 
 /// `blast mock`: serve until Ctrl-C.
@@ -507,6 +577,12 @@ pub fn main() -> ExitCode {
             allow_duplicates,
         }) => merge(files, json.as_deref(), *allow_duplicates),
         Some(crate::cli::Command::Mock(args)) => mock(args),
+        Some(crate::cli::Command::Watch {
+            url,
+            pattern,
+            interval,
+            duration,
+        }) => watch(url, pattern.as_deref(), interval, duration.as_deref()),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
         Some(crate::cli::Command::Completions { shell }) => generated(|out| {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -60,6 +60,20 @@ pub enum Command {
         #[arg(long)]
         allow_duplicates: bool,
     },
+    /// A live view of a target's Prometheus metrics (counter rates, gauges) without load.
+    Watch {
+        /// The metrics URL, e.g. http://localhost:8001/metrics
+        url: String,
+        /// Only series whose name{labels} matches this regular expression
+        #[arg(long = "match", value_name = "REGEX")]
+        pattern: Option<String>,
+        /// Time between scrapes
+        #[arg(long, value_name = "D", default_value = "1s")]
+        interval: String,
+        /// Stop after this long [default: until Ctrl-C]
+        #[arg(long, short = 'd', value_name = "D")]
+        duration: Option<String>,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.
@@ -420,6 +434,19 @@ pub struct RunArgs {
     /// "index/3" reads I from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
     #[arg(long, value_name = "I/N", help_heading = "Distributed")]
     pub shard: Option<String>,
+
+    /// Read this Prometheus metrics URL at the start, every --interval and at the end (repeatable)
+    ///
+    /// The result's target_metrics has each counter's increase over the run, each gauge beside
+    /// each timeline row, and histograms' increases. A failed scrape is a warning only.
+    #[arg(long, value_name = "METRICS_URL", help_heading = "Target metrics")]
+    pub scrape: Vec<String>,
+
+    /// Warn when this scraped counter's increase differs from the requests sent (repeatable)
+    ///
+    /// NAME sums every label set; NAME{label="value"} only the series with those labels.
+    #[arg(long, value_name = "SERIES", help_heading = "Target metrics")]
+    pub expect_count: Vec<String>,
 
     /// Start at this instant: RFC 3339 (2026-01-02T15:04:05Z) or unix seconds
     ///

@@ -20,6 +20,7 @@ pub mod rng;
 pub mod rt;
 pub mod scenario;
 pub mod schedule;
+pub mod scrape;
 pub mod stats;
 
 use aggregate::{Aggregator, Interval, TimelineRow};

@@ -16,6 +16,7 @@ use crate::http::request::{self, RequestSpec};
 use crate::limits;
 use crate::llm::{self, slo::Slo, Api, PromptMix, PromptSet};
 use crate::schedule::{self, Arrivals, Pattern, RateSpec};
+use crate::scrape::Selector;
 use crate::stats::{Metric, MetricGroup};
 
 /// A user error: printed as one line, exit code 2.
@@ -117,6 +118,16 @@ pub struct Plan {
     /// `--start-at`: the instant to start at (the shards of one run share it).
     #[serde(skip)]
     pub start_at: Option<std::time::SystemTime>,
+    /// `--scrape`: the target's metrics URLs, read from the main process during the run
+    /// (in the document with their passwords masked).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        serialize_with = "crate::scrape::ser_masked"
+    )]
+    pub scrape: Vec<String>,
+    /// `--expect-count`: counters whose increase should equal the requests sent.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect_count: Vec<Selector>,
 }
 
 /// `--shard I/N`: this process is shard `index` (0-based) of `count`.
@@ -391,7 +402,7 @@ pub fn parse_listen_addr(raw: &str) -> Result<SocketAddr, PlanError> {
     }
 }
 
-fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
+pub(crate) fn positive_duration(what: &str, raw: &str) -> Result<Duration, PlanError> {
     let d = parse_duration(what, raw)?;
     if d.is_zero() {
         return err(format!("{what} must be greater than zero"));
@@ -497,6 +508,8 @@ pub struct Spec {
     pub output: Output,
     pub shard: ShardOf,
     pub start_at: Option<std::time::SystemTime>,
+    pub scrape: Vec<String>,
+    pub expect_count: Vec<Selector>,
 }
 
 impl Spec {
@@ -682,6 +695,19 @@ impl Spec {
         if llm.is_some() && content_length(&header_fields).is_some() {
             return err("-H Content-Length: --api bodies vary in length and blast sets it for each; drop the header");
         }
+        let scrape = args
+            .scrape
+            .iter()
+            .map(|u| crate::scrape::check_url(u).map_err(PlanError))
+            .collect::<Result<Vec<_>, _>>()?;
+        let expect_count = args
+            .expect_count
+            .iter()
+            .map(|s| Selector::parse(s).map_err(PlanError))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !expect_count.is_empty() && scrape.is_empty() {
+            return err("--expect-count compares a scraped counter: add --scrape METRICS_URL");
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -721,6 +747,8 @@ impl Spec {
             output,
             shard,
             start_at,
+            scrape,
+            expect_count,
         })
     }
 
@@ -814,6 +842,8 @@ impl Spec {
             output: self.output,
             shard: self.shard,
             start_at: self.start_at,
+            scrape: self.scrape,
+            expect_count: self.expect_count,
         })
     }
 }

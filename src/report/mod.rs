@@ -289,6 +289,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goodput: Option<Goodput>,
     pub timeline: Vec<TimelineRow>,
+    /// `--scrape`: what each metrics URL of the target showed over the run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_metrics: Option<Vec<crate::scrape::TargetMetrics>>,
     /// base64 of each histogram's V2 + DEFLATE serialisation, for exact merging elsewhere.
     pub histograms: BTreeMap<&'static str, String>,
     /// The plan that ran.
@@ -490,6 +493,7 @@ impl Report {
                 },
             }),
             timeline: agg.timeline.clone(),
+            target_metrics: None,
             histograms,
             config: Arc::clone(plan),
         }

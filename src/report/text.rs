@@ -181,8 +181,74 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
             )?;
         }
     }
+    write_target_metrics(w, r)?;
     for warning in &r.warnings {
         writeln!(w, "  WARNING        {} ({})", warning.message, warning.code)?;
+    }
+    Ok(())
+}
+
+/// Lines per metrics URL in the summary; the JSON has them all.
+const TARGET_LINES: usize = 20;
+
+/// `--scrape`: per metrics URL, the counters and histograms that moved and the gauges that
+/// changed over the run.
+fn write_target_metrics(w: &mut impl Write, r: &Report) -> io::Result<()> {
+    use crate::scrape::fmt_count;
+    for t in r.target_metrics.iter().flatten() {
+        writeln!(w)?;
+        writeln!(
+            w,
+            "  Target metrics {} ({} scrapes, {} failed)",
+            t.url, t.scrapes, t.failed
+        )?;
+        let mut lines: Vec<(&str, String)> = Vec::new();
+        for (k, v) in t.counters.iter().filter(|(_, v)| **v != 0.0) {
+            lines.push((k, format!("+{}", fmt_count(*v))));
+        }
+        for (k, h) in t.histograms.iter().chain(&t.summaries) {
+            if h.count > 0.0 {
+                lines.push((
+                    k,
+                    format!(
+                        "+{} observed, mean {:.6}",
+                        fmt_count(h.count),
+                        h.sum / h.count
+                    ),
+                ));
+            }
+        }
+        for (k, values) in &t.gauges {
+            let seen: Vec<f64> = values.iter().flatten().copied().collect();
+            let (Some(min), Some(max)) = (
+                seen.iter().copied().reduce(f64::min),
+                seen.iter().copied().reduce(f64::max),
+            ) else {
+                continue;
+            };
+            if min != max {
+                lines.push((k, format!("{} to {}", fmt_count(min), fmt_count(max))));
+            }
+        }
+        if lines.is_empty() && t.scrapes > t.failed {
+            writeln!(w, "                 nothing moved")?;
+        }
+        let width = lines
+            .iter()
+            .take(TARGET_LINES)
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0);
+        for (k, v) in lines.iter().take(TARGET_LINES) {
+            writeln!(w, "                 {k:<width$}  {v}")?;
+        }
+        if lines.len() > TARGET_LINES {
+            writeln!(
+                w,
+                "                 ... {} more in the JSON's target_metrics",
+                lines.len() - TARGET_LINES
+            )?;
+        }
     }
     Ok(())
 }
