@@ -13,6 +13,7 @@ pub mod limits;
 pub mod llm;
 pub mod merge;
 pub mod mock;
+pub mod overhead;
 pub mod plan;
 pub mod report;
 pub mod rng;
