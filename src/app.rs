@@ -187,6 +187,106 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `blast overhead --via PROXY_URL --direct UPSTREAM_URL [load options]`: both sides at
+/// once, then the comparison (`crate::overhead`).
+pub fn overhead(rest: &[String]) -> ExitCode {
+    use crate::overhead::{self as oh, ArgsError};
+    let inv = match oh::parse_args(rest) {
+        Ok(inv) => inv,
+        Err(ArgsError::Help) => {
+            println!(
+                "blast overhead --via PROXY_URL --direct UPSTREAM_URL [load options]\n\n\
+                 Sends the same load to the proxy and to its upstream at once (open loop: the \
+                 direct side's sends half a gap after the via side's; closed loop: --conns \
+                 connections each) and reports via, direct and via - direct for latency, TTFB, \
+                 TTFT, ITL and TPOT at p50/p90/p99/p99.9, each with a 95% interval (paired block \
+                 bootstrap over the --interval intervals, 250ms by default).\n\
+                 Load options are those of `blast URL` (see `blast --help`); --json PATH writes \
+                 overhead.{{via,direct,delta}}."
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(ArgsError::Usage(msg)) => return fail(2, msg),
+        Err(ArgsError::Clap(e)) => return cli_error(e),
+    };
+    let plans = match oh::plans(&inv) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    if let Err(e) = on_stop_signals() {
+        return fail(2, format!("cannot install the Ctrl-C/SIGTERM handler: {e}"));
+    }
+    let out = plans[0].output.clone();
+    let live = !out.quiet && std::io::stderr().is_terminal();
+    if let (Some(at), true) = (plans[0].start_at, live) {
+        eprintln!("blast: starting at {}", crate::report::wall_clock(at).0);
+    }
+    let total_s = plans[0].run_for.map(|d| d.as_secs_f64());
+    let offset = oh::direct_offset(&plans[0]);
+    let mut blocks = oh::Blocks::default();
+    let ran = crate::run_together(
+        &plans,
+        &[Duration::ZERO, offset],
+        |side, interval| {
+            if live {
+                let name = ["via   ", "direct"][side];
+                eprintln!("{name} {}", text::live_line(interval.row, total_s));
+            }
+        },
+        |side, snap| blocks.record(side, snap),
+    );
+    let mut reports = match ran {
+        Ok(r) => r,
+        Err(e) => return fail(1, e),
+    };
+    // The client's CPU per request is the process's over both sides' requests.
+    let done: u64 = reports.iter().map(|r| r.requests.completed).sum();
+    for r in &mut reports {
+        r.client_cpu_us_per_request *= r.requests.completed as f64 / done.max(1) as f64;
+    }
+    let cmp = oh::Overhead::new(&reports[0], &reports[1], &blocks, offset);
+    let mut failures = Vec::new();
+    let summary = match out.json_stdout {
+        true => cmp.write_text(&mut std::io::stderr().lock()),
+        false => flushed(&mut std::io::stdout().lock(), |w| cmp.write_text(w)),
+    };
+    match summary {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            failures.push(format!("cannot write the summary: {e}"))
+        }
+        _ => {}
+    }
+    if out.json_stdout {
+        if let Err(e) = flushed(&mut std::io::stdout().lock(), |w| cmp.write_json(w)) {
+            failures.push(format!("cannot write the JSON result to stdout: {e}"));
+        }
+    }
+    if let Some(path) = &out.json {
+        let written = std::fs::File::create(path)
+            .and_then(|f| flushed(&mut std::io::BufWriter::new(f), |w| cmp.write_json(w)));
+        if let Err(e) = written {
+            failures.push(format!("cannot write {}: {e}", path.display()));
+        }
+    }
+    for f in &failures {
+        eprintln!("blast: {f}");
+    }
+    if reports.iter().any(|r| r.interrupted) {
+        return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
+            0 => 130,
+            sig => (128 + sig) as u8,
+        });
+    }
+    if !failures.is_empty() {
+        return ExitCode::from(1);
+    }
+    match (reports[0].requests.ok, reports[1].requests.ok) {
+        (0, _) => fail(1, "no successful responses through the proxy (--via)"),
+        (_, 0) => fail(1, "no successful responses from the upstream (--direct)"),
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 /// Write every output asked for, each even when another failed; one line per failure.
 fn write_outputs(plan: &Plan, report: &Report) -> Vec<String> {
     let out = &plan.output;
@@ -584,6 +684,7 @@ pub fn main() -> ExitCode {
             duration,
         }) => watch(url, pattern.as_deref(), interval, duration.as_deref()),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
+        Some(crate::cli::Command::Overhead { rest }) => overhead(rest),
         Some(crate::cli::Command::Completions { shell }) => generated(|out| {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(*shell, &mut cmd, "blast", out);

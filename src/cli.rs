@@ -74,6 +74,20 @@ pub enum Command {
         #[arg(long, short = 'd', value_name = "D")]
         duration: Option<String>,
     },
+    /// What a proxy adds: the same load on --via PROXY_URL and --direct UPSTREAM_URL at once,
+    /// compared per percentile with 95% intervals.
+    ///
+    /// Both sides run at once in one process, each with the load options' connections and
+    /// rate (those of `blast URL`, see `blast --help`); `--json PATH` writes
+    /// overhead.{via,direct,delta}. See the README's "What a proxy adds".
+    #[command(
+        override_usage = "blast overhead --via PROXY_URL --direct UPSTREAM_URL [load options]"
+    )]
+    Overhead {
+        /// --via PROXY_URL --direct UPSTREAM_URL and load options (as for `blast URL`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        rest: Vec<String>,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.

@@ -111,13 +111,14 @@ impl Deref for ShardSetup {
     }
 }
 
-/// A started run: its shards are connected to the aggregator by `snapshots`.
+/// A started run: its shards are connected to the aggregator by `snapshots`, one channel
+/// per plan.
 pub struct Run {
     pub start: Instant,
     /// `start` on the wall clock, and how late it was for `--start-at` (None without one).
     pub started_at: SystemTime,
     pub start_late: Option<Duration>,
-    pub snapshots: Receiver<Snapshot>,
+    pub snapshots: Vec<Receiver<Snapshot>>,
     /// A shard's index arrives here when it panicked: its snapshot sender may never be
     /// dropped (its tasks can outlive the unwinding), so the aggregator must not wait for it.
     pub panicked: Receiver<usize>,
@@ -145,17 +146,36 @@ impl Run {
     /// until that instant), then start them all at one common instant (so that every
     /// shard's intervals line up).
     pub fn start(plan: &Arc<Plan>) -> Result<Run, EngineError> {
-        let (snap_tx, snapshots) = crossbeam_channel::unbounded();
+        Run::start_together(std::slice::from_ref(plan), &[Duration::ZERO])
+    }
+
+    /// Several plans at once (`blast overhead`): each CPU's thread runs a shard of every
+    /// plan on its one event loop, so that whatever slows the thread (a busy moment, a
+    /// long batch of events) slows all the plans alike, and none gets more of the CPU than
+    /// another. Plan `i`'s shards start `offsets[i]` after the common start. The plans must
+    /// run on the same CPUs (the first plan's are used).
+    pub fn start_together(plans: &[Arc<Plan>], offsets: &[Duration]) -> Result<Run, EngineError> {
+        assert!(!plans.is_empty() && plans.len() == offsets.len());
         let (go_tx, go_rx) = crossbeam_channel::unbounded::<Instant>();
         let (panic_tx, panicked) = crossbeam_channel::unbounded();
         quiet_shard_panics();
-        let work = plan
-            .cpus
+        let (snap_txs, snapshots): (Vec<_>, Vec<_>) =
+            plans.iter().map(|_| crossbeam_channel::unbounded()).unzip();
+        let cpus = plans[0].cpus.clone();
+        let work = cpus
             .iter()
             .enumerate()
             .map(|(id, &cpu)| {
-                let setup = ShardSetup::new(plan, id);
-                let (tx, go) = (snap_tx.clone(), go_rx.clone());
+                let mut shards: Vec<(ShardSetup, Duration, _)> = plans
+                    .iter()
+                    .zip(offsets)
+                    .zip(&snap_txs)
+                    .map(|((plan, &off), tx)| (ShardSetup::new(plan, id), off, tx.clone()))
+                    .collect();
+                // Which plan's tasks a loop turn meets first goes round the CPUs, so that no
+                // plan is always served first.
+                shards.rotate_left(id % plans.len());
+                let go = go_rx.clone();
                 let alarm = PanicAlarm {
                     id,
                     tx: panic_tx.clone(),
@@ -170,22 +190,27 @@ impl Run {
                         if std::env::var_os("BLAST_TEST_SHARD_PANIC").is_some() {
                             panic!("BLAST_TEST_SHARD_PANIC is set");
                         }
-                        shard::run(setup, start, tx).await;
+                        let tasks: Vec<_> = shards
+                            .into_iter()
+                            .map(|(setup, off, tx)| rt::spawn(shard::run(setup, start + off, tx)))
+                            .collect();
+                        for t in tasks {
+                            t.await;
+                        }
                     }
                 };
                 (cpu, main)
             })
             .collect();
-        drop((snap_tx, go_rx, panic_tx));
+        drop((snap_txs, go_rx, panic_tx));
         let threads = rt::start_pinned(SHARD_THREAD, work)?;
-        if let Some(at) = plan.start_at {
+        let start_at = plans[0].start_at;
+        if let Some(at) = start_at {
             wait_until(at);
         }
         let (start, started_at) = (Instant::now(), SystemTime::now());
         // Measured against the same reading as `started_at`, so the two agree exactly.
-        let start_late = plan
-            .start_at
-            .map(|at| started_at.duration_since(at).unwrap_or_default());
+        let start_late = start_at.map(|at| started_at.duration_since(at).unwrap_or_default());
         for _ in 0..threads.len() {
             let _ = go_tx.send(start);
         }
@@ -195,7 +220,7 @@ impl Run {
             start_late,
             snapshots,
             panicked,
-            shards: plan.cpus.iter().copied().zip(threads).collect(),
+            shards: cpus.into_iter().zip(threads).collect(),
         })
     }
 

@@ -304,6 +304,7 @@ fn ser_plan<S: serde::Serializer>(plan: &Arc<Plan>, s: S) -> Result<S::Ok, S::Er
 }
 
 /// What the run cost blast itself, measured around it.
+#[derive(Clone)]
 pub struct SelfCost {
     pub cpu: std::time::Duration,
     pub peak_rss_bytes: u64,

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# `blast overhead` with a real proxy: nginx (streaming, keep-alive upstream) in front of
+# `blast mock`, both on free loopback ports. Checks that each side got every answer, that
+# nginx's access log and the mock's request counter agree with blast's counts per side, that
+# the tokens match through nginx, and that the p50 overhead nginx adds is small and positive
+# at most a few ms (no timing finer than that: the machine is shared).
+#
+# Usage: scripts/test_overhead_nginx.sh   (BLAST=path/to/blast, default target/debug/blast;
+# needs nginx on PATH or in /usr/sbin: `apt-get install -y nginx`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLAST="${BLAST:-$PWD/target/debug/blast}"
+[ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install -y nginx)" >&2; exit 2; }
+
+work="$(mktemp -d)"
+mock_pid="" nginx_pid=""
+cleanup() {
+    for pid in "$nginx_pid" "$mock_pid"; do
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+"$BLAST" mock --listen 127.0.0.1:0 --cores 1 --tokens 16 --token-delay 1ms 2>"$work/mock.log" &
+mock_pid=$!
+addr=""
+for _ in $(seq 100); do
+    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
+    [ -n "$addr" ] && break
+    sleep 0.05
+done
+[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mkdir -p "$work/tmp"
+cat >"$work/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 1024; }
+http {
+    client_body_temp_path $work/tmp/body;
+    proxy_temp_path $work/tmp/proxy;
+    fastcgi_temp_path $work/tmp/fastcgi;
+    uwsgi_temp_path $work/tmp/uwsgi;
+    scgi_temp_path $work/tmp/scgi;
+    access_log $work/access.log;
+    upstream mock { server $addr; keepalive 32; }
+    server {
+        listen 127.0.0.1:$port;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+"$NGINX" -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
+    sleep 0.05
+done
+: >"$work/access.log"
+before="$(curl -s "http://$addr/metrics" | awk '/^mock_requests_total\{path="\/api\/generate"/ {n += $2} END {print n + 0}')"
+
+"$BLAST" overhead --via "http://127.0.0.1:$port/api/generate" --direct "http://$addr/api/generate" \
+    --api ollama-generate --rate 50 --requests 100 --conns 8 --quiet --json "$work/overhead.json"
+
+after="$(curl -s "http://$addr/metrics" | awk '/^mock_requests_total\{path="\/api\/generate"/ {n += $2} END {print n + 0}')"
+proxied="$(grep -c 'POST /api/generate' "$work/access.log" || true)"
+python3 - "$work/overhead.json" "$proxied" "$((after - before))" <<'EOF'
+import json, sys
+doc, proxied, upstream = json.load(open(sys.argv[1]))["overhead"], int(sys.argv[2]), int(sys.argv[3])
+via, direct = doc["via"]["requests"], doc["direct"]["requests"]
+fail = []
+for name, r in (("via", via), ("direct", direct)):
+    if r["sent"] != 100 or r["ok"] != 100:
+        fail.append(f"{name}: {r}")
+if proxied != via["sent"]:
+    fail.append(f"nginx logged {proxied} requests, blast sent {via['sent']} through it")
+if upstream != via["sent"] + direct["sent"]:
+    fail.append(f"the mock counted {upstream}, blast sent {via['sent']} + {direct['sent']}")
+if not doc["tokens"]["match"]:
+    fail.append(f"tokens differ through nginx: {doc['tokens']}")
+p50 = doc["delta"]["latency"]["p50"]
+if not -1.0 < p50["delta_ms"] < 5.0:
+    fail.append(f"nginx's p50 overhead {p50} is not a few ms at most")
+codes = [w["code"] for w in doc["warnings"]]
+if "tokens_mismatch" in codes or "proxy_buffers_stream" in codes:
+    fail.append(f"warnings: {doc['warnings']}")
+if fail:
+    print("FAIL", *fail, sep="\n  ")
+    sys.exit(1)
+print(f"ok    blast overhead through nginx: p50 +{p50['delta_ms']:.3f} ms "
+      f"[{p50['ci95_low_ms']}, {p50['ci95_high_ms']}], {proxied} proxied, {upstream} upstream")
+EOF
