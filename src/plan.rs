@@ -240,6 +240,7 @@ pub struct Output {
     pub json_stdout: bool,
     pub timeline_csv: Option<PathBuf>,
     pub log: Option<PathBuf>,
+    pub html: Option<PathBuf>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -662,6 +663,7 @@ impl Spec {
             json: json.filter(|p| *p != "-").map(PathBuf::from),
             timeline_csv: args.timeline.clone(),
             log: args.log.clone(),
+            html: args.html.clone(),
         };
         Ok(Spec {
             url: without_password(raw_url),
@@ -746,7 +748,7 @@ impl Spec {
             }
         };
         let out = &self.output;
-        for path in [&out.json, &out.timeline_csv, &out.log]
+        for path in [&out.json, &out.timeline_csv, &out.log, &out.html]
             .into_iter()
             .flatten()
         {
