@@ -255,6 +255,60 @@ pub fn draw(c: &Chart) -> Result<String, String> {
     Ok(svg)
 }
 
+/// Height of a breakdown bar chart.
+pub const BAR_HEIGHT: u32 = 150;
+
+/// One horizontal bar cut into parts (name, length, colour), left to right: where a
+/// mean request's time went.
+pub fn draw_breakdown(
+    title: &str,
+    x_desc: &str,
+    parts: &[(String, f64, RGBColor)],
+) -> Result<String, String> {
+    let err = |e: DrawingAreaErrorKind<_>| format!("cannot draw {title:?}: {e}");
+    let total: f64 = parts.iter().map(|p| p.1.max(0.0)).sum();
+    let x1 = if total > 0.0 { total * 1.02 } else { 1.0 };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (WIDTH, BAR_HEIGHT)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 17))
+            .margin(12)
+            .margin_right(34)
+            .x_label_area_size(42)
+            .y_label_area_size(12)
+            .build_cartesian_2d(0f64..x1, 0f64..1f64)
+            .map_err(err)?;
+        let x_fmt = |v: &f64| tick(*v);
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_desc(x_desc)
+            .x_label_formatter(&x_fmt)
+            .label_style(("sans-serif", 13))
+            .axis_desc_style(("sans-serif", 14))
+            .bold_line_style(RGBColor(225, 225, 225))
+            .light_line_style(RGBColor(244, 244, 244))
+            .draw()
+            .map_err(err)?;
+        let mut start = 0.0;
+        for (_, len, color) in parts {
+            let end = start + len.max(0.0);
+            chart
+                .draw_series(std::iter::once(Rectangle::new(
+                    [(start, 0.2), (end, 0.8)],
+                    color.filled(),
+                )))
+                .map_err(err)?;
+            start = end;
+        }
+        root.present().map_err(err)?;
+    }
+    Ok(svg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,5 +364,22 @@ mod tests {
         })
         .unwrap();
         assert!(!empty.contains("NaN"));
+        let bar = draw_breakdown(
+            "where the time went",
+            "ms",
+            &[("a".into(), 1.0, color(0)), ("b".into(), 3.0, color(1))],
+        )
+        .unwrap();
+        // One filled bar of each colour, the second three times as long.
+        let width = |fill: &str| -> f64 {
+            let at = bar
+                .find(fill)
+                .unwrap_or_else(|| panic!("no {fill} in {bar}"));
+            let rect = &bar[bar[..at].rfind("<rect").unwrap()..at];
+            let w = rect.split("width=\"").nth(1).unwrap();
+            w[..w.find('"').unwrap()].parse().unwrap()
+        };
+        let (a, b) = (width("#1F77B4"), width("#FF7F0E"));
+        assert!((b / a - 3.0).abs() < 0.1, "{a} {b}");
     }
 }

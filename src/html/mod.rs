@@ -281,11 +281,9 @@ fn line(rows: &[Row], y: impl Fn(&Row) -> f64) -> Vec<(f64, f64)> {
         .collect()
 }
 
-/// A figure at the end of each interval (in flight), from 0 at the start.
+/// A figure sampled at the end of each interval (in flight).
 fn at_ends(rows: &[Row], y: impl Fn(&Row) -> f64) -> Vec<(f64, f64)> {
-    std::iter::once((0.0, 0.0))
-        .chain(rows.iter().map(|r| (r.t, y(r))))
-        .collect()
+    rows.iter().map(|r| (r.t, y(r))).collect()
 }
 
 /// The percentile spectrum of distribution `key` in ms, if the document has its histogram
@@ -333,6 +331,47 @@ fn spectrum_chart(title: &str, series: Vec<Series>) -> Result<String, String> {
         series,
         marker: None,
     })
+}
+
+/// Where a mean request's time went: Ollama's own parts (means add up, percentiles do
+/// not), then the rest of the time blast measured from its write to the response's end
+/// (network, proxies, blast).
+fn server_breakdown(doc: &Value) -> Result<Option<String>, String> {
+    let mean_ms = |key: &str| doc[key]["mean"].as_f64().map(|us| us / 1e3);
+    let mut parts: Vec<(String, f64, plotters::style::RGBColor)> = DISTRIBUTIONS
+        .iter()
+        .enumerate()
+        .filter(|(_, (key, _))| is_server_timing(key))
+        .filter_map(|(i, (key, title))| {
+            let name = title.trim_start_matches("Ollama: ").to_string();
+            mean_ms(key).map(|ms| (name, ms, color(i)))
+        })
+        .collect();
+    if parts.is_empty() {
+        return Ok(None);
+    }
+    let server: f64 = parts.iter().map(|p| p.1).sum();
+    let measured = mean_ms("latency_uncorrected_us").or_else(|| mean_ms("latency_us"));
+    if let Some(rest) = measured.map(|m| m - server).filter(|r| *r > 0.0) {
+        parts.push(("outside Ollama".into(), rest, color(7)));
+    }
+    let svg = charts::draw_breakdown("Mean request time, by part", "ms", &parts)?;
+    let keys: String = parts
+        .iter()
+        .map(|(name, ms, c)| {
+            format!(
+                "<span class=\"key\"><i class=\"sw bar\" style=\"background:#{:02x}{:02x}{:02x}\"></i>{} {}</span>",
+                c.0,
+                c.1,
+                c.2,
+                escape(name),
+                escape(&fmt_us(ms * 1e3))
+            )
+        })
+        .collect();
+    Ok(Some(format!(
+        "<figure>{svg}<figcaption>{keys}</figcaption></figure>\n"
+    )))
 }
 
 /// A chart with its legend (HTML, below it).
@@ -571,6 +610,9 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
             server,
         )?);
     }
+    if let Some(fig) = server_breakdown(doc)? {
+        figs.push(fig);
+    }
     s += &grid(&figs);
 
     // Tables: status codes, errors, distributions.
@@ -585,6 +627,14 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
         );
     }
     s += "</table>\n<table><tr><th>error</th><th>requests</th><th>first messages</th></tr>";
+    if doc["errors"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(_, n)| n.as_u64() == Some(0))
+    {
+        s += "<tr><td>none</td><td>0</td><td></td></tr>";
+    }
     for (kind, n) in doc["errors"].as_object().into_iter().flatten() {
         let n = n.as_u64().unwrap_or(0);
         if n == 0 {
@@ -745,6 +795,7 @@ figcaption{font-size:13px;color:#333;padding:2px 6px}
 .key{display:inline-block;margin-right:14px;white-space:nowrap}
 .sw{display:inline-block;width:20px;height:0;border-top:3px solid;vertical-align:middle;margin-right:5px}
 .sw.dash{border-top-style:dashed}
+.sw.bar{height:12px;border:0;width:14px;print-color-adjust:exact;-webkit-print-color-adjust:exact}
 .tables{display:flex;flex-wrap:wrap;gap:24px;align-items:flex-start}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:8px 0;font-size:14px}
 th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}

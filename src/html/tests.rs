@@ -131,8 +131,18 @@ fn a_closed_loop_run_has_its_timeline_plots_and_one_spectrum() {
 #[test]
 fn an_llm_open_loop_run_has_a_plot_for_every_distribution() {
     let page = run_report(&[named("llm", llm_open_loop())]).unwrap();
-    // 5 over time (with tokens/s), 7 spectra, 1 server-timing breakdown.
-    assert_eq!(svgs(&page), 13);
+    // 5 over time (with tokens/s), 7 spectra, the server timing's spectra and breakdown.
+    assert_eq!(svgs(&page), 14);
+    assert!(page.contains("Mean request time, by part"));
+    // The summaries' means: 500 us for each of 4 parts, then the rest of the 500 us measured.
+    assert!(!page.contains("outside Ollama"), "no time is left outside");
+    let mut longer = llm_open_loop();
+    longer["latency_uncorrected_us"]["mean"] = json!(3000.0);
+    let page = run_report(&[named("llm", longer)]).unwrap();
+    assert!(
+        page.contains("outside Ollama 1.00ms"),
+        "3 ms measured, 2 ms in Ollama"
+    );
     for (key, title) in DISTRIBUTIONS {
         if is_server_timing(key) {
             let short = title.trim_start_matches("Ollama: ");
