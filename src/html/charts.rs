@@ -165,7 +165,7 @@ pub fn draw(c: &Chart) -> Result<String, String> {
         let root = SVGBackend::with_string(&mut svg, (WIDTH, HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(c.title, ("sans-serif", 17))
+            .caption(c.title, ("sans-serif", 19))
             .margin(12)
             .margin_right(34)
             .x_label_area_size(42)
@@ -182,8 +182,8 @@ pub fn draw(c: &Chart) -> Result<String, String> {
             .y_desc(c.y_desc)
             .x_label_formatter(&x_fmt)
             .y_label_formatter(&y_fmt)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
             .bold_line_style(RGBColor(225, 225, 225))
             .light_line_style(RGBColor(244, 244, 244));
         if c.x == XAxis::Percentile {
@@ -246,7 +246,7 @@ pub fn draw(c: &Chart) -> Result<String, String> {
             root.draw(&Text::new(
                 label.clone(),
                 (at.0 + dx, at.1 + 4),
-                ("sans-serif", 13).into_font().color(&red).pos(pos),
+                ("sans-serif", 15).into_font().color(&red).pos(pos),
             ))
             .map_err(err)?;
         }
@@ -273,7 +273,7 @@ pub fn draw_breakdown(
         let root = SVGBackend::with_string(&mut svg, (WIDTH, BAR_HEIGHT)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 17))
+            .caption(title, ("sans-serif", 19))
             .margin(12)
             .margin_right(34)
             .x_label_area_size(42)
@@ -287,8 +287,8 @@ pub fn draw_breakdown(
             .y_labels(0)
             .x_desc(x_desc)
             .x_label_formatter(&x_fmt)
-            .label_style(("sans-serif", 13))
-            .axis_desc_style(("sans-serif", 14))
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 15))
             .bold_line_style(RGBColor(225, 225, 225))
             .light_line_style(RGBColor(244, 244, 244))
             .draw()

@@ -801,7 +801,7 @@ table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:8px 0;fo
 th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}
 th{background:#f6f6f6}
 th:first-child,td:first-child,td.left,table.runs th,table.runs td{text-align:left}
-table.runs td:first-child{white-space:nowrap}
+table.runs td:first-child,table.runs td:nth-child(2){white-space:nowrap}
 tr.knee td{background:#fff3cd;font-weight:bold}
 details summary{cursor:pointer;font-weight:bold;margin:6px 0}
 pre{background:#f6f6f6;padding:8px 10px;border-radius:6px;overflow:auto;font-size:12.5px;margin:4px 0}
