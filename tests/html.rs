@@ -111,3 +111,36 @@ fn report_refuses_what_is_not_a_result() {
     assert_exit(&out, 2);
     assert!(stderr_of(&out).contains("r.html"), "{}", stderr_of(&out));
 }
+
+/// Status codes per interval add up to the run's, and the page draws a curve for each.
+#[test]
+fn status_codes_over_time_come_from_the_timeline() {
+    let server = TestServer::start(Behaviour::keep_alive().status(503));
+    let html = TempFile(temp_path("status.html"));
+    let (out, doc) = blast_json(&[
+        &server.url("/"),
+        "--requests",
+        "60",
+        "--conns",
+        "2",
+        "--interval",
+        "200ms",
+        "--html",
+        html.path_str(),
+    ]);
+    // No 2xx: the run counts as failed, and still writes its outputs.
+    assert_exit(&out, 1);
+    assert_eq!(server.counts().requests, 60);
+    let rows = doc["timeline"].as_array().unwrap();
+    let per_row: u64 = rows
+        .iter()
+        .map(|r| r["status"]["503"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!(per_row, num(&doc, "status.503"));
+    assert_eq!(per_row, 60);
+    let page = std::fs::read_to_string(&html.0).expect("the page was written");
+    let after = page.split("Status codes and errors").nth(1).unwrap();
+    let legend = after.split("</figcaption>").next().unwrap();
+    assert!(legend.contains(">503</span>"), "{legend}");
+    assert!(!legend.contains(">200</span>"), "{legend}");
+}

@@ -4,6 +4,7 @@
 
 pub mod charts;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -236,6 +237,8 @@ struct Row {
     p50_ms: f64,
     p99_ms: f64,
     tokens_per_s: f64,
+    status: Option<BTreeMap<String, f64>>,
+    errors_by_kind: Option<BTreeMap<String, f64>>,
 }
 
 impl Row {
@@ -267,8 +270,20 @@ fn rows(doc: &Value) -> Vec<Row> {
             p50_ms: num(r, "p50_us") / 1e3,
             p99_ms: num(r, "p99_us") / 1e3,
             tokens_per_s: num(r, "tokens_per_s"),
+            status: counts(&r["status"]),
+            errors_by_kind: counts(&r["errors_by_kind"]),
         })
         .collect()
+}
+
+/// A row's counts by status code or error kind; None in documents from before they were
+/// kept (and in merged ones of those).
+fn counts(v: &Value) -> Option<BTreeMap<String, f64>> {
+    v.as_object().map(|m| {
+        m.iter()
+            .map(|(k, n)| (k.clone(), n.as_f64().unwrap_or(0.0)))
+            .collect()
+    })
 }
 
 /// A figure of each interval, drawn flat across it (a rate or percentile of the interval).
@@ -279,6 +294,69 @@ fn line(rows: &[Row], y: impl Fn(&Row) -> f64) -> Vec<(f64, f64)> {
             [((r.t - r.dt).max(0.0), v), (r.t, v)]
         })
         .collect()
+}
+
+/// Responses per second by status code (solid) and failures by error kind (dashed); for
+/// documents without those counts per interval, 2xx, other statuses and errors.
+fn status_series(rows: &[Row]) -> Vec<Series> {
+    if rows.is_empty() || rows.iter().any(|r| r.status.is_none()) {
+        return vec![
+            Series::new("2xx", color(2), line(rows, |r| r.per_s(r.ok))),
+            Series::new(
+                "other status",
+                color(1),
+                line(rows, |r| r.per_s(r.completed - r.ok)),
+            ),
+            Series::new("errors", color(3), line(rows, |r| r.per_s(r.errors))),
+        ];
+    }
+    let keys = |of: fn(&Row) -> &Option<BTreeMap<String, f64>>| -> BTreeSet<String> {
+        rows.iter()
+            .flat_map(|r| of(r).iter().flat_map(|m| m.keys().cloned()))
+            .collect()
+    };
+    let codes = keys(|r| &r.status);
+    let kinds = keys(|r| &r.errors_by_kind);
+    // The first 2xx code is green; the others take the palette's remaining colours.
+    let mut others = [1, 3, 4, 5, 6, 8, 9, 0, 7].into_iter().cycle();
+    let mut green = Some(2);
+    let mut series = Vec::new();
+    for code in &codes {
+        let c = match code.starts_with('2') {
+            true => green
+                .take()
+                .unwrap_or_else(|| others.next().expect("cycles")),
+            false => others.next().expect("cycles"),
+        };
+        let pts = line(rows, |r| {
+            r.per_s(
+                r.status
+                    .as_ref()
+                    .and_then(|m| m.get(code))
+                    .copied()
+                    .unwrap_or(0.0),
+            )
+        });
+        series.push(Series::new(code.clone(), color(c), pts));
+    }
+    for kind in &kinds {
+        let pts = line(rows, |r| {
+            r.per_s(
+                r.errors_by_kind
+                    .as_ref()
+                    .and_then(|m| m.get(kind))
+                    .copied()
+                    .unwrap_or(0.0),
+            )
+        });
+        let c = others.next().expect("cycles");
+        series.push(Series::new(format!("{kind} (error)"), color(c), pts).dashed());
+    }
+    if series.is_empty() {
+        // Nothing answered and nothing failed: say so with a flat line.
+        series.push(Series::new("no responses", color(7), line(rows, |_| 0.0)));
+    }
+    series
 }
 
 /// A figure sampled at the end of each interval (in flight).
@@ -563,17 +641,9 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
         )],
     )?);
     figs.push(time_chart(
-        "Responses and errors",
+        "Status codes and errors",
         "per s",
-        vec![
-            Series::new("2xx", color(2), line(&rows, |r| r.per_s(r.ok))),
-            Series::new(
-                "other status",
-                color(1),
-                line(&rows, |r| r.per_s(r.completed - r.ok)),
-            ),
-            Series::new("errors", color(3), line(&rows, |r| r.per_s(r.errors))),
-        ],
+        status_series(&rows),
     )?);
     if rows.iter().any(|r| r.tokens_per_s > 0.0) {
         figs.push(time_chart(

@@ -23,7 +23,8 @@ fn closed_loop() -> Value {
         .map(|t| {
             json!({"t_s": t as f64, "dt_s": 1.0, "target_rps": 0.0, "sent": 100, "completed": 99,
                    "ok": 97, "errors": 1, "in_flight": 4, "rps": 99.0, "p50_us": 400 + t,
-                   "p99_us": 900 + t, "tokens": 0, "tokens_per_s": 0.0})
+                   "p99_us": 900 + t, "tokens": 0, "tokens_per_s": 0.0,
+                   "status": {"200": 97, "503": 2}, "errors_by_kind": {"timeout": 1}})
         })
         .collect();
     json!({
@@ -61,6 +62,13 @@ fn named(name: &str, doc: Value) -> Named {
         name: name.into(),
         doc,
     }
+}
+
+/// The legend under the chart titled `title`.
+fn legend_of<'a>(page: &'a str, title: &str) -> &'a str {
+    let after = page.split(title).nth(1).expect("the chart is there");
+    let legend = after.split("<figcaption>").nth(1).unwrap();
+    legend.split("</figcaption>").next().unwrap()
 }
 
 fn svgs(page: &str) -> usize {
@@ -115,13 +123,28 @@ fn a_closed_loop_run_has_its_timeline_plots_and_one_spectrum() {
         "Offered, achieved and ok rate",
         "Latency over time",
         "In flight",
-        "Responses and errors",
+        "Status codes and errors",
         "Latency: percentile spectrum",
     ] {
         assert!(page.contains(title), "missing {title}");
     }
     assert!(!page.contains("tokens/s"), "no LLM plot for plain HTTP");
     assert!(page.contains("Closed loop"));
+    // One curve per status code and per error kind.
+    let legend = legend_of(&page, "Status codes and errors");
+    for key in [">200</span>", ">503</span>", ">timeout (error)</span>"] {
+        assert!(legend.contains(key), "{key} in {legend}");
+    }
+    // A document from before the per-interval counts: 2xx, other statuses, errors.
+    let mut old = closed_loop();
+    for r in old["timeline"].as_array_mut().unwrap() {
+        let r = r.as_object_mut().unwrap();
+        r.remove("status");
+        r.remove("errors_by_kind");
+    }
+    let page = run_report(&[named("old", old)]).unwrap();
+    let legend = legend_of(&page, "Status codes and errors");
+    assert!(legend.contains(">2xx</span>") && legend.contains(">other status</span>"));
     // The status and error tables.
     assert!(page.contains("<td>503</td><td>10</td>"));
     assert!(page.contains("no response within 30s"));
@@ -186,9 +209,7 @@ fn a_compare_overlays_every_run() {
     // distribution present in any run.
     assert_eq!(svgs(&page), 5 + DISTRIBUTIONS.len());
     // Both runs are in the latency spectrum's legend.
-    let spectrum = page.split("Latency: percentile spectrum").nth(1).unwrap();
-    let legend = spectrum.split("<figcaption>").nth(1).unwrap();
-    let legend = legend.split("</figcaption>").next().unwrap();
+    let legend = legend_of(&page, "Latency: percentile spectrum");
     assert!(
         legend.contains(">base</span>") && legend.contains(">new</span>"),
         "{legend}"
