@@ -317,8 +317,10 @@ fn status_series(rows: &[Row]) -> Vec<Series> {
     };
     let codes = keys(|r| &r.status);
     let kinds = keys(|r| &r.errors_by_kind);
-    // The first 2xx code is green; the others take the palette's remaining colours.
-    let mut others = [1, 3, 4, 5, 6, 8, 9, 0, 7].into_iter().cycle();
+    // The first 2xx code is green, the first error kind red; the others take the
+    // palette's remaining colours.
+    let mut others = [1, 4, 5, 6, 8, 9, 0, 7].into_iter().cycle();
+    let mut red = Some(3);
     let mut green = Some(2);
     let mut series = Vec::new();
     for code in &codes {
@@ -349,7 +351,7 @@ fn status_series(rows: &[Row]) -> Vec<Series> {
                     .unwrap_or(0.0),
             )
         });
-        let c = others.next().expect("cycles");
+        let c = red.take().unwrap_or_else(|| others.next().expect("cycles"));
         series.push(Series::new(format!("{kind} (error)"), color(c), pts).dashed());
     }
     if series.is_empty() {
@@ -549,8 +551,11 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
         ("TTFT p99", "/ttft_us/p99"),
         ("TPOT p50", "/tpot_us/p50"),
     ] {
+        // A distribution with no sample (nothing answered) has no figures to show.
+        let key = ptr.split('/').nth(1).unwrap_or("");
+        let empty = doc[key]["count"].as_u64() == Some(0);
         if let Some(v) = num(doc, ptr) {
-            cards.push(card(label, fmt_us(v)));
+            cards.push(card(label, if empty { "-".into() } else { fmt_us(v) }));
         }
     }
     if let Some(v) = num(doc, "/tokens/per_s") {
@@ -577,9 +582,19 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
         .filter_map(|w| w["message"].as_str())
         .collect();
     let (class, verdict) = match limit {
-        Some("none") => ("good", "Open loop: nothing limited the run; blast sent what was asked for.".to_string()),
+        Some("none") => (
+            "good",
+            "Open loop: nothing limited the run; blast sent what was asked for.".to_string(),
+        ),
         Some(l) => ("bad", format!("Open loop: the run was limited by {l}.")),
-        None => ("neutral", "Closed loop: each connection sends its next request when the last one is answered, so there is no offered rate to judge.".to_string()),
+        None => {
+            let not_ok = sent - ok;
+            if not_ok > 0.0 {
+                ("bad", format!("Closed loop: {not_ok:.0} of {sent:.0} requests failed or were not answered with a 2xx (see the tables below)."))
+            } else {
+                ("neutral", "Closed loop: each connection sends its next request when the last one is answered, so there is no offered rate to judge.".to_string())
+            }
+        }
     };
     let class = if class == "neutral" && !warnings.is_empty() {
         "bad"
@@ -696,7 +711,10 @@ fn run_section(d: &Named, index: usize) -> Result<String, String> {
             n.as_u64().unwrap_or(0)
         );
     }
-    s += "</table>\n<table><tr><th>error</th><th>requests</th><th>first messages</th></tr>";
+    if doc["status"].as_object().is_none_or(|m| m.is_empty()) {
+        s += "<tr><td>none</td><td>0</td></tr>";
+    }
+    s += "</table>\n<table><tr><th>error</th><th>requests</th><th class=\"left\">first messages</th></tr>";
     if doc["errors"]
         .as_object()
         .into_iter()
@@ -870,7 +888,7 @@ figcaption{font-size:13px;color:#333;padding:2px 6px}
 table{border-collapse:collapse;font-variant-numeric:tabular-nums;margin:8px 0;font-size:14px}
 th,td{padding:3px 10px;border-bottom:1px solid #eee;text-align:right;vertical-align:top}
 th{background:#f6f6f6}
-th:first-child,td:first-child,td.left,table.runs th,table.runs td{text-align:left}
+th:first-child,td:first-child,td.left,th.left,table.runs th,table.runs td{text-align:left}
 table.runs td:first-child,table.runs td:nth-child(2){white-space:nowrap}
 tr.knee td{background:#fff3cd;font-weight:bold}
 details summary{cursor:pointer;font-weight:bold;margin:6px 0}
