@@ -24,7 +24,7 @@ chromium() {
     local profile
     profile="$(mktemp -d "$work/profile.XXXXXX")"
     timeout 120 "$CHROMIUM" --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
-        --disable-background-networking --disable-component-update --disable-sync \
+        --disable-background-networking --disable-component-update --disable-sync --disable-dev-shm-usage \
         --user-data-dir="$profile" --enable-logging=stderr --v=0 --hide-scrollbars "$@"
 }
 
