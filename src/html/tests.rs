@@ -129,7 +129,10 @@ fn a_closed_loop_run_has_its_timeline_plots_and_one_spectrum() {
         assert!(page.contains(title), "missing {title}");
     }
     assert!(!page.contains("tokens/s"), "no LLM plot for plain HTTP");
-    assert!(page.contains("verdict bad"), "failures make a closed loop's verdict bad");
+    assert!(
+        page.contains("verdict bad"),
+        "failures make a closed loop's verdict bad"
+    );
     assert!(page.contains("Closed loop: 15 of 500 requests failed"));
     // One curve per status code and per error kind.
     let legend = legend_of(&page, "Status codes and errors");
