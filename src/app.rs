@@ -323,6 +323,22 @@ fn write_outputs(plan: &Plan, report: &Report) -> Vec<String> {
             failures.push(e);
         }
     }
+    if let Some(path) = &out.html {
+        let page = serde_json::to_value(report)
+            .map_err(|e| e.to_string())
+            .and_then(|doc| {
+                let name = report
+                    .config
+                    .scenario
+                    .clone()
+                    .unwrap_or_else(|| "run".into());
+                crate::html::run_report(&[crate::compare::Named { name, doc }])
+            })
+            .and_then(|page| crate::html::write(path, &page));
+        if let Err(e) = page {
+            failures.push(format!("cannot write the HTML report: {e}"));
+        }
+    }
     if let Some(path) = &out.log {
         let line = json::log_line(report, std::time::SystemTime::now());
         let appended = std::fs::OpenOptions::new()
@@ -497,8 +513,12 @@ pub fn demo(rest: &[String]) -> ExitCode {
     code
 }
 
-/// `blast compare A.json B.json ... [--fail-if EXPR]`.
-pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
+/// `blast compare A.json B.json ... [--fail-if EXPR] [--html PATH]`.
+pub fn compare(
+    files: &[std::path::PathBuf],
+    fail_if: &[String],
+    html: Option<&std::path::Path>,
+) -> ExitCode {
     let thresholds = match fail_if
         .iter()
         .map(|t| crate::compare::Threshold::parse(t))
@@ -511,11 +531,27 @@ pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(2, e),
     };
-    let violations =
-        match crate::compare::compare(&mut std::io::stdout().lock(), &results, &thresholds) {
-            Ok(v) => v,
-            Err(e) => return fail(1, e),
+    // The table goes to stdout, and into the page too.
+    let mut table = Vec::new();
+    let violations = match crate::compare::compare(&mut table, &results, &thresholds) {
+        Ok(v) => v,
+        Err(e) => return fail(1, e),
+    };
+    if let Err(e) = flushed(&mut std::io::stdout().lock(), |w| w.write_all(&table)) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            return fail(1, format!("cannot write the table: {e}"));
+        }
+    }
+    if let Some(path) = html {
+        let table = String::from_utf8_lossy(&table);
+        let page = match crate::html::compare_report(&results, &table) {
+            Ok(p) => p,
+            Err(e) => return fail(2, e),
         };
+        if let Err(e) = crate::html::write(path, &page) {
+            return fail(1, e);
+        }
+    }
     if violations.is_empty() {
         return ExitCode::SUCCESS;
     }
@@ -523,6 +559,22 @@ pub fn compare(files: &[std::path::PathBuf], fail_if: &[String]) -> ExitCode {
         eprintln!("blast: threshold crossed: {v}");
     }
     ExitCode::from(1)
+}
+
+/// `blast report A.json ... --html PATH`: the HTML report of saved result documents.
+pub fn report(files: &[std::path::PathBuf], html: &std::path::Path) -> ExitCode {
+    let docs = match crate::html::load(files) {
+        Ok(d) => d,
+        Err(e) => return fail(2, e),
+    };
+    let page = match crate::html::run_report(&docs) {
+        Ok(p) => p,
+        Err(e) => return fail(2, e),
+    };
+    match crate::html::write(html, &page) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, e),
+    }
 }
 
 /// `blast merge A.json B.json ... [--json OUT] [--allow-duplicates]`: one result from the
@@ -670,7 +722,12 @@ pub fn main() -> ExitCode {
     match &cli.command {
         None => load_test(&cli.run, None),
         Some(crate::cli::Command::Scenario { name, rest }) => scenario(name.as_deref(), rest),
-        Some(crate::cli::Command::Compare { files, fail_if }) => compare(files, fail_if),
+        Some(crate::cli::Command::Compare {
+            files,
+            fail_if,
+            html,
+        }) => compare(files, fail_if, html.as_deref()),
+        Some(crate::cli::Command::Report { files, html }) => report(files, html),
         Some(crate::cli::Command::Merge {
             files,
             json,

@@ -39,6 +39,18 @@ pub enum Command {
         /// METRIC>+N% or METRIC<-N%, e.g. 'p99>+10%' or 'rps<-5%' (repeatable).
         #[arg(long = "fail-if", value_name = "EXPR")]
         fail_if: Vec<String>,
+        /// Also write the runs overlaid (timelines, percentile spectra) as an HTML page to PATH
+        #[arg(long, value_name = "PATH")]
+        html: Option<PathBuf>,
+    },
+    /// An HTML report (one self-contained page with plots) from saved result documents.
+    Report {
+        /// Result documents (`--json`, `blast merge`, or a sweep's), each shown in full.
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
+        /// Write the page here.
+        #[arg(long, value_name = "PATH", required = true)]
+        html: PathBuf,
     },
     /// A shell completion script on stdout, e.g. `blast completions bash > blast.bash`.
     Completions {
@@ -232,6 +244,10 @@ pub struct RunArgs {
     /// Write the result document as JSON to PATH ('-' for stdout)
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub json: Option<String>,
+
+    /// Write an HTML report (plots, verdict, config; one self-contained file) to PATH
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub html: Option<PathBuf>,
 
     /// Write the per-interval timeline as CSV to PATH
     #[arg(long, value_name = "PATH", help_heading = "Output")]

@@ -8,6 +8,7 @@ pub mod app;
 pub mod cli;
 pub mod compare;
 pub mod engine;
+pub mod html;
 pub mod http;
 pub mod limits;
 pub mod llm;

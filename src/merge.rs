@@ -375,6 +375,22 @@ fn timeline(docs: &[Named], t0: f64, elapsed_s: f64) -> Result<Value, String> {
                     row.get(k).and_then(Value::as_u64).unwrap_or(0) + u64_at(r, &format!("/{k}"));
                 row.insert(k.into(), v.into());
             }
+            // Counts by status code and by error kind add up too.
+            for k in ["status", "errors_by_kind"] {
+                let Some(counts) = r[k].as_object() else {
+                    continue;
+                };
+                let merged = row
+                    .entry(k)
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("inserted as an object");
+                for (key, n) in counts {
+                    let sum = merged.get(key).and_then(Value::as_u64).unwrap_or(0)
+                        + n.as_u64().unwrap_or(0);
+                    merged.insert(key.clone(), sum.into());
+                }
+            }
             let target = row.get("target_rps").and_then(Value::as_f64).unwrap_or(0.0)
                 + f64_at(r, "/target_rps");
             row.insert("target_rps".into(), target.into());
@@ -544,7 +560,7 @@ mod tests {
                 "histograms": {"latency_us": encode_histogram(&h)},
                 "timeline": [{"t_s": 1.0, "dt_s": 1.0, "sent": n, "completed": n, "ok": n,
                               "errors": 0, "in_flight": 0, "target_rps": 0.0,
-                              "p50_us": 0, "p99_us": 0, "tokens": 0}],
+                              "p50_us": 0, "p99_us": 0, "tokens": 0, "status": {"200": n}}],
                 "config": {"url": "http://x/", "method": "GET", "interval": 1.0,
                            "cores": index + 1, "cpus": [index]},
             }),
@@ -579,6 +595,11 @@ mod tests {
         let rows = m["timeline"].as_array().unwrap();
         let sent: u64 = rows.iter().map(|r| r["sent"].as_u64().unwrap()).sum();
         assert_eq!(sent, 30_000);
+        let by_status: u64 = rows
+            .iter()
+            .map(|r| r["status"]["200"].as_u64().unwrap())
+            .sum();
+        assert_eq!(by_status, 30_000, "status codes per row add up");
         assert!((m["elapsed_s"].as_f64().unwrap() - 2.2).abs() < 1e-9);
         // Each row lands in the interval that holds its middle: 0.5, 0.8 | 1.1, 1.4, 1.7.
         assert_eq!(rows.len(), 2);

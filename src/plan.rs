@@ -255,6 +255,7 @@ pub struct Output {
     pub prometheus: Option<SocketAddr>,
     /// `--prometheus-linger`: how long to go on serving after the run.
     pub prometheus_linger: Duration,
+    pub html: Option<PathBuf>,
 }
 
 fn ser_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -724,6 +725,7 @@ impl Spec {
                 Some(raw) => parse_duration("--prometheus-linger", raw)?,
                 None => Duration::ZERO,
             },
+            html: args.html.clone(),
         };
         Ok(Spec {
             url: without_password(raw_url),
@@ -810,7 +812,7 @@ impl Spec {
             }
         };
         let out = &self.output;
-        for path in [&out.json, &out.timeline_csv, &out.log]
+        for path in [&out.json, &out.timeline_csv, &out.log, &out.html]
             .into_iter()
             .flatten()
         {

@@ -7,12 +7,12 @@ use crate::aggregate::TimelineRow;
 pub fn write_timeline(w: &mut impl Write, rows: &[TimelineRow]) -> io::Result<()> {
     writeln!(
         w,
-        "t_s,dt_s,target_rps,sent,completed,ok,errors,in_flight,rps,p50_us,p99_us,tokens,tokens_per_s"
+        "t_s,dt_s,target_rps,sent,completed,ok,errors,in_flight,rps,p50_us,p99_us,tokens,tokens_per_s,status,errors_by_kind"
     )?;
     for r in rows {
         writeln!(
             w,
-            "{:.3},{:.3},{:.2},{},{},{},{},{},{:.2},{},{},{},{:.2}",
+            "{:.3},{:.3},{:.2},{},{},{},{},{},{:.2},{},{},{},{:.2},{},{}",
             r.t_s,
             r.dt_s,
             r.target_rps,
@@ -25,10 +25,19 @@ pub fn write_timeline(w: &mut impl Write, rows: &[TimelineRow]) -> io::Result<()
             r.p50_us,
             r.p99_us,
             r.tokens,
-            r.tokens_per_s
+            r.tokens_per_s,
+            pairs(r.status.iter().map(|(k, v)| (k.as_str(), v))),
+            pairs(r.errors_by_kind.iter().map(|(k, v)| (*k, v))),
         )?;
     }
     Ok(())
+}
+
+/// A map as one cell without commas: `200:97;503:3`.
+fn pairs<'a>(map: impl Iterator<Item = (&'a str, &'a u64)>) -> String {
+    map.map(|(k, v)| format!("{k}:{v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 #[cfg(test)]
@@ -52,6 +61,8 @@ mod tests {
             p99_us: 20,
             tokens: 64,
             tokens_per_s: 64.0,
+            status: [("200".to_string(), 2), ("503".to_string(), 1)].into(),
+            errors_by_kind: [("timeout", 1)].into(),
         };
         let mut out = Vec::new();
         write_timeline(&mut out, std::slice::from_ref(&row)).unwrap();
@@ -61,8 +72,9 @@ mod tests {
         for key in json.as_object().unwrap().keys() {
             assert!(lines[0].contains(&key.as_str()), "no `{key}` in {text}");
         }
-        assert_eq!(lines[0].last(), Some(&"tokens_per_s"));
-        assert_eq!(lines[1].last(), Some(&"64.00"));
+        assert_eq!(lines[0].last(), Some(&"errors_by_kind"));
+        assert_eq!(lines[1].last(), Some(&"timeout:1"));
+        assert_eq!(lines[1][lines[1].len() - 2], "200:2;503:1");
         assert_eq!(lines[0].len(), lines[1].len());
     }
 }
