@@ -120,10 +120,7 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
         eprintln!("blast: {f}");
     }
     if report.interrupted {
-        return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
-            0 => 130,
-            sig => (128 + sig) as u8,
-        });
+        return interrupted_exit();
     }
     if !failures.is_empty() {
         return ExitCode::from(1);
@@ -185,12 +182,20 @@ fn write_outputs(plan: &Plan, report: &Report) -> Vec<String> {
 }
 
 /// `write` into `w`, then flush it.
-fn flushed<W: Write>(
+pub(crate) fn flushed<W: Write>(
     w: &mut W,
     write: impl FnOnce(&mut W) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     write(w)?;
     w.flush()
+}
+
+/// The exit code of a run stopped by Ctrl-C (130) or SIGTERM (143).
+pub(crate) fn interrupted_exit() -> ExitCode {
+    ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
+        0 => 130,
+        sig => (128 + sig) as u8,
+    })
 }
 
 /// The signal that stopped the run: the exit code is 128 + it.
@@ -201,7 +206,7 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// the ctrlc crate's `termination` feature: that one runs a single handler for SIGINT,
 /// SIGTERM and SIGHUP without saying which arrived, so the exit code could not tell them
 /// apart (and a hang-up would stop the run too).
-fn on_stop_signals() -> std::io::Result<()> {
+pub(crate) fn on_stop_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         let action = move || {
@@ -471,6 +476,7 @@ pub fn main() -> ExitCode {
             allow_duplicates,
         }) => merge(files, json.as_deref(), *allow_duplicates),
         Some(crate::cli::Command::Mock(args)) => mock(args),
+        Some(crate::cli::Command::Sweep { sweep, run }) => crate::sweep::command(sweep, run),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
         Some(crate::cli::Command::Completions { shell }) => generated(|out| {
             let mut cmd = <Cli as clap::CommandFactory>::command();
