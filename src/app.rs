@@ -456,6 +456,10 @@ fn generated(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> ExitCo
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if missing_url(&e) && std::env::args().nth(1).as_deref() == Some("sweep") => {
+            eprintln!("blast: `blast sweep` needs the URL of the server to load");
+            return fail(2, "usage: blast sweep URL [OPTIONS]");
+        }
         // Plain `blast`: say what it needs and where a first try can go.
         Err(e) if missing_url(&e) => {
             eprintln!("blast: the URL to load is missing: blast [OPTIONS] URL");

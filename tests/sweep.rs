@@ -379,6 +379,12 @@ fn text_of(doc: &Value) -> &str {
     text(doc, "sweep.limit")
 }
 
+/// A missing URL says how a sweep is spelled.
+#[test]
+fn a_sweep_without_url_says_how_to_spell_it() {
+    common::assert_two_line_error(&["sweep", "--steps", "3"], "blast sweep", "blast sweep URL");
+}
+
 /// A bad option is one line and exit 2, before any load.
 #[test]
 fn bad_options_are_one_line_and_exit_2() {
