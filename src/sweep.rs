@@ -6,8 +6,8 @@
 //! 2. a closed-loop ceiling probe on `--conns` connections (the throughput ceiling);
 //! 3. open-loop constant rates, evenly spaced from the unloaded rate up to the ceiling, with
 //!    CO-corrected latency; past the ceiling while they still hold (the ceiling may be the
-//!    connections'); then `--refine` bisection steps between the last rate that held and the
-//!    first that did not.
+//!    connections'); the first that does not hold is run once more to confirm it; then
+//!    `--refine` bisection steps between the last rate that held and the first that did not.
 //!
 //! Evenly spaced rather than geometric: the knee of a server is near its ceiling, so the
 //! resolution that matters is there, and evenly spaced steps give it (ceiling / N each);
@@ -41,6 +41,8 @@ const CONNS_MARGIN: f64 = 2.0;
 /// The most steps (`--steps`, `--rates`) and bisections (`--refine`) a sweep takes.
 const MAX_STEPS: usize = 100;
 const MAX_REFINE: usize = 10;
+/// Rates that did not hold and are run once more before the sweep stops there.
+const MAX_CONFIRMATIONS: usize = 2;
 
 fn err<T>(msg: impl Into<String>) -> Result<T, PlanError> {
     Err(PlanError(msg.into()))
@@ -714,27 +716,32 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
             let ratio = f.slo_ratio.unwrap_or(1.0);
             stop = if r.interrupted {
                 Some((SweepLimit::Interrupted, "interrupted".into(), None))
-            } else if r.requests.ok == 0 || f.error_pct() > spec.max_error_pct {
+            } else if r.requests.ok == 0 {
                 Some((
                     SweepLimit::Errors,
                     format!(
-                        "the unloaded probe: {} of {} requests failed or were not 2xx",
-                        f.failed, f.sent
-                    ),
-                    None,
-                ))
-            } else if ratio * 100.0 < spec.slo_pct {
-                Some((
-                    SweepLimit::Slo,
-                    format!(
-                        "even unloaded, only {:.1}% of requests met the SLOs",
-                        ratio * 100.0
+                        "the unloaded probe got no successful response ({} sent)",
+                        f.sent
                     ),
                     None,
                 ))
             } else {
                 None
             };
+            // A short probe is a small sample: its failures or missed SLOs are noted, and
+            // the rate steps (which judge them) decide.
+            if f.error_pct() > spec.max_error_pct {
+                notes.push(format!(
+                    "even unloaded, {} of {} requests failed or were not 2xx",
+                    f.failed, f.sent
+                ));
+            }
+            if ratio * 100.0 < spec.slo_pct {
+                notes.push(format!(
+                    "even unloaded, only {:.1}% of requests met the SLOs",
+                    ratio * 100.0
+                ));
+            }
             if step.p99_ms * 4e-3 > spec.step_duration.as_secs_f64() {
                 notes.push(format!(
                     "the unloaded p99 ({:.0} ms) is more than a quarter of --step-duration: \
@@ -805,6 +812,7 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
         [] => 0.0,
     };
     let mut failed_at = None;
+    let mut confirmations = MAX_CONFIRMATIONS;
     if stop.is_none() {
         let extra: Vec<f64> = match (ceiling, spec.rates.is_none()) {
             // Past the ceiling while the rates hold: it may have been the connections'.
@@ -823,6 +831,35 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
                     latency = latency.max(Duration::from_micros(p90));
                 }
                 Ok(Outcome::Stop(limit, why)) => {
+                    // A knee is confirmed by a second run at the same rate before the sweep
+                    // stops there: a busy machine's hiccup is not one.
+                    let judged = matches!(
+                        limit,
+                        SweepLimit::Server | SweepLimit::Errors | SweepLimit::Slo
+                    );
+                    if judged && confirmations > 0 {
+                        confirmations -= 1;
+                        match s.rate(rate, latency, &criteria) {
+                            Ok(Outcome::Held) => {
+                                let again = s.steps.len() - 2;
+                                let first = &mut s.steps[again];
+                                first.verdict = "unconfirmed".into();
+                                first.why = format!("{why}; held when run again");
+                                held = Some(rate);
+                                continue;
+                            }
+                            Err(e) => {
+                                stop = Some(not_run(e));
+                                break;
+                            }
+                            Ok(Outcome::Stop(limit, why)) => {
+                                failed_at = Some(rate);
+                                stop = Some((limit, why, Some(rate)));
+                                break;
+                            }
+                            Ok(Outcome::Retry(_)) => unreachable!("retries are run by `rate`"),
+                        }
+                    }
                     failed_at = Some(rate);
                     stop = Some((limit, why, Some(rate)));
                     break;
@@ -874,14 +911,16 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
 
     let (limit, limit_why, limit_rps) =
         stop.unwrap_or((SweepLimit::None, "every step held".to_string(), None));
+    // The rates that held are the answer: say if blast's side limited one of them.
     if let Some(o) = s
         .steps
         .iter()
+        .filter(|st| st.held == Some(true))
         .filter_map(|st| st.result.open_loop.as_ref())
         .find(|o| matches!(o.limited_by, Limit::Client | Limit::Connections))
     {
         notes.push(format!(
-            "a step was limited by blast's side ({}): {}",
+            "a rate that held was limited by blast's side ({}), though it sent the rate: {}",
             o.limited_by.name(),
             o.why
         ));
