@@ -330,8 +330,6 @@ pub struct Criteria {
     /// Without: the p99 bound (`--p99-multiple` x the unloaded p99).
     pub p99_limit_us: Option<u64>,
     pub max_conns: usize,
-    /// The closed-loop ceiling probe's rate, if it ran.
-    pub ceiling_rps: Option<f64>,
 }
 
 /// How a rate step went.
@@ -368,20 +366,6 @@ pub fn judge(f: &Figures, c: &Criteria, retried: bool) -> Outcome {
                     "blast itself sent {sent:.1} of the {offered:.1} req/s ({}); the figures \
                      past it would describe blast",
                     f.limited_why
-                ),
-            )
-        }
-        // Behind while completing as fast as the closed loop could make it: more
-        // connections would only queue more.
-        Some(Limit::Connections)
-            if f.achieved < floor && c.ceiling_rps.is_some_and(|top| f.achieved >= top * 0.97) =>
-        {
-            return Outcome::Stop(
-                SweepLimit::Server,
-                format!(
-                    "the server completed {:.1} of the {offered:.1} req/s offered, as many as \
-                     the ceiling probe got from it: it is saturated",
-                    f.achieved
                 ),
             )
         }
@@ -629,8 +613,14 @@ impl<F: FnMut(usize, &Step)> Sweeper<'_, F> {
         (self.on_step)(self.steps.len(), step);
     }
 
-    /// Run a rate step (again with more connections if they were the limit) and judge it.
-    fn rate(&mut self, rate: f64, latency: Duration, c: &Criteria) -> Result<Outcome, NotRun> {
+    /// Run a rate step (again with more connections if they were the limit) and judge it;
+    /// also whether it ran twice.
+    fn rate(
+        &mut self,
+        rate: f64,
+        latency: Duration,
+        c: &Criteria,
+    ) -> Result<(Outcome, bool), NotRun> {
         let cores = self.args.cores.unwrap_or(1);
         let mut conns = conns_for(rate, latency, cores, self.spec.max_conns);
         let mut retried = false;
@@ -666,7 +656,7 @@ impl<F: FnMut(usize, &Step)> Sweeper<'_, F> {
                     conns = more;
                     retried = true;
                 }
-                other => return Ok(other),
+                other => return Ok((other, retried)),
             }
         }
     }
@@ -751,13 +741,12 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
             }
         }
     }
-    let mut criteria = Criteria {
+    let criteria = Criteria {
         max_error_pct: spec.max_error_pct,
         slo_share: slo.then_some(spec.slo_pct / 100.0),
         p99_limit_us: (!slo)
             .then(|| (unloaded_p99.as_micros() as f64 * spec.p99_multiple).ceil() as u64),
         max_conns: spec.max_conns,
-        ceiling_rps: None,
     };
 
     // 2. The ceiling: closed loop on --conns connections.
@@ -796,8 +785,6 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
         }
     }
 
-    criteria.ceiling_rps = ceiling;
-
     // 3. Constant rates, ascending, until one does not hold.
     let mut held: Option<f64> = None;
     let rates = match (&spec.rates, ceiling) {
@@ -820,7 +807,11 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
             _ => Vec::new(),
         };
         for rate in rates.iter().chain(extra.iter()).copied() {
-            match s.rate(rate, latency, &criteria) {
+            let (outcome, retried) = match s.rate(rate, latency, &criteria) {
+                Ok((o, retried)) => (Ok(o), retried),
+                Err(e) => (Err(e), false),
+            };
+            match outcome {
                 Err(e) => {
                     stop = Some(not_run(e));
                     break;
@@ -837,9 +828,10 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
                         limit,
                         SweepLimit::Server | SweepLimit::Errors | SweepLimit::Slo
                     );
-                    if judged && confirmations > 0 {
+                    // A step run twice already (on more connections) is confirmed.
+                    if judged && confirmations > 0 && !retried {
                         confirmations -= 1;
-                        match s.rate(rate, latency, &criteria) {
+                        match s.rate(rate, latency, &criteria).map(|(o, _)| o) {
                             Ok(Outcome::Held) => {
                                 let again = s.steps.len() - 2;
                                 let first = &mut s.steps[again];
@@ -852,7 +844,9 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
                                 stop = Some(not_run(e));
                                 break;
                             }
-                            Ok(Outcome::Stop(limit, why)) => {
+                            // Confirmed: the first run's reason stands (the second may
+                            // name another face of the same knee).
+                            Ok(Outcome::Stop(..)) => {
                                 failed_at = Some(rate);
                                 stop = Some((limit, why, Some(rate)));
                                 break;
@@ -881,7 +875,7 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
         let mut lo = held.unwrap_or(0.0);
         for _ in 0..spec.refine {
             let mid = (lo + hi) / 2.0;
-            match s.rate(mid, latency, &criteria) {
+            match s.rate(mid, latency, &criteria).map(|(o, _)| o) {
                 Err(NotRun::Time) => {
                     notes.push("--max-time ended the refinement early".into());
                     break;
@@ -1030,7 +1024,6 @@ mod tests {
             slo_share: None,
             p99_limit_us: Some(50_000),
             max_conns: 100,
-            ceiling_rps: None,
         }
     }
 
@@ -1104,15 +1097,6 @@ mod tests {
             ..figures()
         };
         assert_eq!(judge(&pinned, &criteria(), false), Outcome::Retry(32));
-        // Already completing at the closed loop's ceiling: saturated, no retry.
-        let saturated = Criteria {
-            ceiling_rps: Some(81.0),
-            ..criteria()
-        };
-        assert_eq!(
-            limit_of(judge(&pinned, &saturated, false)),
-            SweepLimit::Server
-        );
         assert_eq!(
             limit_of(judge(&pinned, &criteria(), true)),
             SweepLimit::Server
