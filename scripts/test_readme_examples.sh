@@ -73,8 +73,11 @@ while i < len(lines):
     cmd = re.sub(r"(--duration|-d) \S+", "--duration 1s", cmd)
     # No more pinned cores than this machine has.
     cmd = re.sub(r"(--cores|-c) (\d+)", lambda m: f"{m[1]} {min(int(m[2]), cpus)}", cmd)
+    # A sweep's steps run 300ms each (it refuses --duration), the whole sweep 15s at most.
+    if cmd.startswith("blast sweep"):
+        cmd = re.sub(r"--step-duration \S+", "", cmd) + " --step-duration 300ms --max-time 15s"
     # A load test (anything with a URL but the mock) runs 1s at most.
-    loads = "http://" in cmd and not cmd.startswith("blast mock")
+    loads = "http://" in cmd and not cmd.startswith(("blast mock", "blast sweep"))
     if loads and "--duration" not in cmd:
         cmd += " --duration 1s"
     out.append(cmd)

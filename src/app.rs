@@ -173,10 +173,7 @@ pub fn load_test(args: &RunArgs, scenario: Option<&str>) -> ExitCode {
     }
     drop(exporter);
     if report.interrupted {
-        return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
-            0 => 130,
-            sig => (128 + sig) as u8,
-        });
+        return interrupted_exit();
     }
     if !failures.is_empty() {
         return ExitCode::from(1);
@@ -272,10 +269,7 @@ pub fn overhead(rest: &[String]) -> ExitCode {
         eprintln!("blast: {f}");
     }
     if reports.iter().any(|r| r.interrupted) {
-        return ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
-            0 => 130,
-            sig => (128 + sig) as u8,
-        });
+        return interrupted_exit();
     }
     if !failures.is_empty() {
         return ExitCode::from(1);
@@ -354,12 +348,20 @@ fn write_outputs(plan: &Plan, report: &Report) -> Vec<String> {
 }
 
 /// `write` into `w`, then flush it.
-fn flushed<W: Write>(
+pub(crate) fn flushed<W: Write>(
     w: &mut W,
     write: impl FnOnce(&mut W) -> std::io::Result<()>,
 ) -> std::io::Result<()> {
     write(w)?;
     w.flush()
+}
+
+/// The exit code of a run stopped by Ctrl-C (130) or SIGTERM (143).
+pub(crate) fn interrupted_exit() -> ExitCode {
+    ExitCode::from(match STOP_SIGNAL.load(Ordering::Relaxed) {
+        0 => 130,
+        sig => (128 + sig) as u8,
+    })
 }
 
 /// The signal that stopped the run: the exit code is 128 + it.
@@ -370,7 +372,7 @@ static STOP_SIGNAL: AtomicI32 = AtomicI32::new(0);
 /// the ctrlc crate's `termination` feature: that one runs a single handler for SIGINT,
 /// SIGTERM and SIGHUP without saying which arrived, so the exit code could not tell them
 /// apart (and a hang-up would stop the run too).
-fn on_stop_signals() -> std::io::Result<()> {
+pub(crate) fn on_stop_signals() -> std::io::Result<()> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     for sig in [SIGINT, SIGTERM] {
         let action = move || {
@@ -709,6 +711,10 @@ fn generated(render: impl FnOnce(&mut Vec<u8>) -> std::io::Result<()>) -> ExitCo
 pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
+        Err(e) if missing_url(&e) && std::env::args().nth(1).as_deref() == Some("sweep") => {
+            eprintln!("blast: `blast sweep` needs the URL of the server to load");
+            return fail(2, "usage: blast sweep URL [OPTIONS]");
+        }
         // Plain `blast`: say what it needs and where a first try can go.
         Err(e) if missing_url(&e) => {
             eprintln!("blast: the URL to load is missing: blast [OPTIONS] URL");
@@ -740,6 +746,7 @@ pub fn main() -> ExitCode {
             interval,
             duration,
         }) => watch(url, pattern.as_deref(), interval, duration.as_deref()),
+        Some(crate::cli::Command::Sweep { sweep, run }) => crate::sweep::command(sweep, run),
         Some(crate::cli::Command::Demo { rest }) => demo(rest),
         Some(crate::cli::Command::Overhead { rest }) => overhead(rest),
         Some(crate::cli::Command::Completions { shell }) => generated(|out| {

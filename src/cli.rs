@@ -100,6 +100,14 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+    /// Find the highest rate the target sustains: an unloaded probe, a closed-loop ceiling,
+    /// then constant rates in between (each a full run; `--json` keeps every step's result).
+    Sweep {
+        #[command(flatten)]
+        sweep: SweepArgs,
+        #[command(flatten)]
+        run: Box<RunArgs>,
+    },
     /// Named load scenarios: `blast scenario list`, `blast scenario NAME URL [OPTIONS]`.
     Scenario {
         /// `list`, or a scenario name.
@@ -108,6 +116,82 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         rest: Vec<String>,
     },
+}
+
+/// `blast sweep`'s own options (the load options are `RunArgs`').
+#[derive(Args, Debug, Clone)]
+pub struct SweepArgs {
+    /// Constant-rate steps, evenly spaced from the unloaded rate up to the ceiling
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 8,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub steps: usize,
+
+    /// How long each step (probe or rate) sends
+    #[arg(long, value_name = "D", default_value = "10s", help_heading = "Sweep")]
+    pub step_duration: String,
+
+    /// Explicit rates to step through instead (R1,R2,... req/s; no ceiling probe then)
+    #[arg(long, value_name = "R1,R2,...", help_heading = "Sweep")]
+    pub rates: Option<String>,
+
+    /// Start no step that could end after this much time in all
+    #[arg(long, value_name = "D", default_value = "10m", help_heading = "Sweep")]
+    pub max_time: String,
+
+    /// Stop when a step's failed requests pass this percentage of those sent
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 1.0,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub max_error_pct: f64,
+
+    /// Without --slo: a step holds only if its p99 stays within this multiple of the unloaded p99
+    #[arg(
+        long,
+        value_name = "X",
+        default_value_t = 5.0,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub p99_multiple: f64,
+
+    /// With --slo: a step holds only if at least this percentage of its requests met the SLOs
+    #[arg(
+        long,
+        value_name = "P",
+        default_value_t = 90.0,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub slo_pct: f64,
+
+    /// Extra steps that halve the gap between the last rate that held and the first that did not
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 2,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub refine: usize,
+
+    /// Most connections a rate step may open (they grow with rate x latency)
+    #[arg(
+        long,
+        value_name = "N",
+        default_value_t = 4096,
+        help_heading = "Sweep",
+        allow_negative_numbers = true
+    )]
+    pub max_conns: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -24,6 +24,7 @@ pub mod scenario;
 pub mod schedule;
 pub mod scrape;
 pub mod stats;
+pub mod sweep;
 
 use aggregate::{Aggregator, Interval, TimelineRow};
 use std::sync::Arc;

@@ -3,6 +3,7 @@
 
 pub mod csv;
 pub mod json;
+pub mod sweep;
 pub mod text;
 
 use std::collections::BTreeMap;

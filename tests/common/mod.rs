@@ -72,8 +72,13 @@ pub fn assert_two_line_error(args: &[&str], first: &str, hint: &str) {
 
 /// Like [`blast`], and also report the wall and CPU time of the process.
 // The child is reaped by wait4 below, which clippy cannot see.
-#[allow(clippy::zombie_processes)]
 pub fn run_blast(args: &[&str]) -> Run {
+    run_blast_within(args, HARD_TIMEOUT)
+}
+
+/// Like [`run_blast`], with a deadline of its own (a command of many runs: `blast sweep`).
+#[allow(clippy::zombie_processes)]
+pub fn run_blast_within(args: &[&str], limit: Duration) -> Run {
     let start = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
         .args(args)
@@ -92,11 +97,11 @@ pub fn run_blast(args: &[&str]) -> Run {
         if let Some(done) = wait4(pid, libc::WNOHANG) {
             break done;
         }
-        if start.elapsed() > HARD_TIMEOUT {
+        if start.elapsed() > limit {
             let _ = child.kill();
             let _ = wait4(pid, 0);
             let err = String::from_utf8_lossy(&stderr.join().unwrap_or_default()).into_owned();
-            panic!("blast {args:?} still running after {HARD_TIMEOUT:?}: killed. stderr:\n{err}");
+            panic!("blast {args:?} still running after {limit:?}: killed. stderr:\n{err}");
         }
         thread::sleep(Duration::from_millis(5));
     };
