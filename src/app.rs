@@ -529,7 +529,7 @@ pub fn compare(
         Ok(t) => t,
         Err(e) => return fail(2, e),
     };
-    let results = match crate::compare::load(files) {
+    let results = match crate::compare::load(files, false) {
         Ok(r) => r,
         Err(e) => return fail(2, e),
     };
@@ -582,7 +582,7 @@ pub fn report(files: &[std::path::PathBuf], html: &std::path::Path) -> ExitCode 
 /// `blast merge A.json B.json ... [--json OUT] [--allow-duplicates]`: one result from the
 /// shards' (`crate::merge`); the summary goes to stdout, or to stderr with `--json -`.
 pub fn merge(files: &[std::path::PathBuf], json: Option<&str>, allow_duplicates: bool) -> ExitCode {
-    let docs = match crate::compare::load(files) {
+    let docs = match crate::compare::load(files, false) {
         Ok(d) => d,
         Err(e) => return fail(2, e),
     };
@@ -593,19 +593,41 @@ pub fn merge(files: &[std::path::PathBuf], json: Option<&str>, allow_duplicates:
     for n in &notes {
         eprintln!("blast: {n}");
     }
-    let summary = match json {
-        Some("-") => crate::merge::write_text(&mut std::io::stderr().lock(), &merged),
-        _ => flushed(&mut std::io::stdout().lock(), |w| {
-            crate::merge::write_text(w, &merged)
-        }),
+    let failures = summary_and_json(json, &merged, "merged result", |w| {
+        crate::merge::write_text(&mut &mut *w, &merged)
+    });
+    for f in &failures {
+        eprintln!("blast: {f}");
+    }
+    match failures.is_empty() {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(1),
+    }
+}
+
+/// A command's summary and its JSON document (`json`: a path, or "-" for stdout, which then
+/// moves the summary to stderr), each flushed, each written even when the other failed.
+/// Returns one line per failure.
+pub(crate) fn summary_and_json(
+    json: Option<&str>,
+    doc: &impl serde::Serialize,
+    what: &str,
+    summary: impl FnOnce(&mut dyn Write) -> std::io::Result<()>,
+) -> Vec<String> {
+    let mut failures = Vec::new();
+    let written = match json {
+        Some("-") => summary(&mut std::io::stderr().lock()),
+        _ => flushed(&mut std::io::stdout().lock(), |w| summary(w)),
     };
-    if let Err(e) = summary {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            return fail(1, format!("cannot write the summary: {e}"));
+    match written {
+        // Whoever read stdout stopped early (`| head`): nothing to tell them.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            failures.push(format!("cannot write the summary: {e}"))
         }
+        _ => {}
     }
     let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut *w, &merged)?;
+        serde_json::to_writer_pretty(&mut *w, doc)?;
         writeln!(w)?;
         w.flush()
     };
@@ -616,10 +638,10 @@ pub fn merge(files: &[std::path::PathBuf], json: Option<&str>, allow_duplicates:
             .and_then(|f| write(&mut std::io::BufWriter::new(f)))
             .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}"))),
     };
-    match written {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(1, format!("cannot write the merged result: {e}")),
+    if let Err(e) = written {
+        failures.push(format!("cannot write the {what}: {e}"));
     }
+    failures
 }
 
 /// A command line clap refused, in two lines rather than clap's five to eight: what is

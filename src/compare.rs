@@ -265,8 +265,8 @@ pub fn compare(
     Ok(violations)
 }
 
-/// Read result documents; each is named after its file.
-pub fn load(paths: &[std::path::PathBuf]) -> Result<Vec<Named>, String> {
+/// Read result documents (and, with `sweeps`, a sweep's); each is named after its file.
+pub fn load(paths: &[std::path::PathBuf], sweeps: bool) -> Result<Vec<Named>, String> {
     paths
         .iter()
         .map(|p| {
@@ -274,10 +274,12 @@ pub fn load(paths: &[std::path::PathBuf]) -> Result<Vec<Named>, String> {
                 .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
             let doc: Value = serde_json::from_str(&text)
                 .map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
-            if doc.pointer("/requests/sent").is_none() {
+            let sweep = sweeps && doc["sweep"].is_object();
+            if doc.pointer("/requests/sent").is_none() && !sweep {
                 return Err(format!(
-                    "{} is not a result document (no requests.sent)",
-                    p.display()
+                    "{} is not a result document (no requests.sent{})",
+                    p.display(),
+                    if sweeps { ", no sweep" } else { "" }
                 ));
             }
             let name = p.file_stem().map_or_else(

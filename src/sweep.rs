@@ -939,8 +939,7 @@ pub fn run(args: &RunArgs, spec: &SweepSpec, on_step: impl FnMut(usize, &Step)) 
 
 /// `blast sweep URL [options]`: validate, run the steps, print the table, write the JSON.
 pub fn command(sweep_args: &SweepArgs, args: &RunArgs) -> ExitCode {
-    use crate::app::{fail, flushed};
-    use std::io::Write;
+    use crate::app::fail;
     let spec = match SweepSpec::parse(sweep_args, args).and_then(|spec| {
         validate(args, &spec)?;
         Ok(spec)
@@ -957,35 +956,10 @@ pub fn command(sweep_args: &SweepArgs, args: &RunArgs) -> ExitCode {
             eprintln!("{}", crate::report::sweep::live_line(n, step));
         }
     });
-    let json = args.json.as_deref();
-    let mut failures = Vec::new();
-    let summary = match json {
-        Some("-") => crate::report::sweep::write(&mut std::io::stderr().lock(), &sweep),
-        _ => flushed(&mut std::io::stdout().lock(), |w| {
-            crate::report::sweep::write(w, &sweep)
-        }),
-    };
-    if let Err(e) = summary {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            failures.push(format!("cannot write the summary: {e}"));
-        }
-    }
     let doc = Document { sweep: &sweep };
-    let write = |w: &mut dyn Write| -> std::io::Result<()> {
-        serde_json::to_writer_pretty(&mut *w, &doc)?;
-        writeln!(w)?;
-        w.flush()
-    };
-    let written = match json {
-        None => Ok(()),
-        Some("-") => write(&mut std::io::stdout().lock()),
-        Some(path) => std::fs::File::create(path)
-            .and_then(|f| write(&mut std::io::BufWriter::new(f)))
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}"))),
-    };
-    if let Err(e) = written {
-        failures.push(format!("cannot write the sweep result: {e}"));
-    }
+    let failures = crate::app::summary_and_json(args.json.as_deref(), &doc, "sweep result", |w| {
+        crate::report::sweep::write(&mut &mut *w, &sweep)
+    });
     for f in &failures {
         eprintln!("blast: {f}");
     }

@@ -56,26 +56,7 @@ fn is_server_timing(key: &str) -> bool {
 
 /// Read result documents (blast's, merged, or a sweep's) named after their files.
 pub fn load(paths: &[std::path::PathBuf]) -> Result<Vec<Named>, String> {
-    paths
-        .iter()
-        .map(|p| {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-            let doc: Value = serde_json::from_str(&text)
-                .map_err(|e| format!("{} is not JSON: {e}", p.display()))?;
-            if doc.pointer("/requests/sent").is_none() && !doc["sweep"].is_object() {
-                return Err(format!(
-                    "{} is not a result document (no requests.sent, no sweep)",
-                    p.display()
-                ));
-            }
-            let name = p.file_stem().map_or_else(
-                || p.display().to_string(),
-                |s| s.to_string_lossy().into_owned(),
-            );
-            Ok(Named { name, doc })
-        })
-        .collect()
+    crate::compare::load(paths, true)
 }
 
 /// Write the page to `path`.
