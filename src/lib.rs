@@ -20,6 +20,7 @@ pub mod rt;
 pub mod scenario;
 pub mod schedule;
 pub mod stats;
+pub mod tls;
 
 use aggregate::{Aggregator, TimelineRow};
 use std::sync::Arc;

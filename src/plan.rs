@@ -105,6 +105,12 @@ pub struct Plan {
     /// The method is HEAD: responses carry no body.
     #[serde(skip)]
     pub head: bool,
+    /// A `Connection: close` request header: each connection carries one request.
+    #[serde(skip)]
+    pub close_each: bool,
+    /// `https://`: how the TLS is set up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPlan>,
     /// The distributions this run records.
     #[serde(skip)]
     pub metrics: Vec<Metric>,
@@ -117,6 +123,23 @@ pub struct Plan {
     /// `--start-at`: the instant to start at (the shards of one run share it).
     #[serde(skip)]
     pub start_at: Option<std::time::SystemTime>,
+}
+
+/// `https://`: the TLS options (as the result's `config.tls`), and the client
+/// configuration built from them (each shard copies it with a session cache of its own).
+#[derive(Clone, Debug, Serialize)]
+pub struct TlsPlan {
+    pub insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Sessions are resumed on reconnects (not `--no-tls-resume`).
+    pub resume: bool,
+    #[serde(skip)]
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    #[serde(skip)]
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// `--shard I/N`: this process is shard `index` (0-based) of `count`.
@@ -253,9 +276,10 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
     }
 }
 
-/// The parts of an `http://` URL that blast needs.
+/// The parts of an `http://` or `https://` URL that blast needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
+    pub https: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, never empty.
@@ -301,22 +325,24 @@ fn without_password(raw: &str) -> String {
 
 pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
     let url = url::Url::parse(raw).map_err(|e| PlanError(format!("invalid URL {raw:?}: {e}")))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
             return err(format!(
-                "{raw}: https is not supported yet (TLS); use an http:// URL"
+                "{raw}: unsupported scheme {other:?}; use http:// or https://"
             ))
         }
-        other => return err(format!("{raw}: unsupported scheme {other:?}; use http://")),
-    }
+    };
     let host = match url.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return err(format!("{raw}: the URL has no host")),
     };
-    let port = url.port_or_known_default().unwrap_or(80);
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     let mut path = url.path().to_string();
     if path.is_empty() {
         path.push('/');
@@ -344,6 +370,7 @@ pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
         )
     });
     Ok(Target {
+        https,
         host,
         port,
         path,
@@ -470,6 +497,10 @@ pub struct Spec {
     pub output: Output,
     pub shard: ShardOf,
     pub start_at: Option<std::time::SystemTime>,
+    /// `https://`: the TLS options (files read by `resolve`).
+    pub tls: Option<crate::tls::ClientOptions>,
+    /// A `Connection: close` request header was given.
+    pub close_each: bool,
 }
 
 impl Spec {
@@ -655,6 +686,45 @@ impl Spec {
         if llm.is_some() && content_length(&header_fields).is_some() {
             return err("-H Content-Length: --api bodies vary in length and blast sets it for each; drop the header");
         }
+        let tls_flag = [
+            (args.cacert.is_some(), "--cacert"),
+            (args.insecure, "--insecure"),
+            (args.cert.is_some(), "--cert"),
+            (args.no_tls_resume, "--no-tls-resume"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag));
+        let tls = match (target.https, tls_flag) {
+            (false, Some(flag)) => {
+                return err(format!("{flag} applies to an https:// URL"));
+            }
+            (false, None) => None,
+            (true, _) => {
+                if args.insecure && args.cacert.is_some() {
+                    return err("--insecure trusts any certificate: drop --cacert, or --insecure");
+                }
+                Some(crate::tls::ClientOptions {
+                    cacert: args.cacert.clone(),
+                    insecure: args.insecure,
+                    cert: args.cert.clone(),
+                    key: args.key.clone(),
+                    resume: !args.no_tls_resume,
+                })
+            }
+        };
+        // `Connection: close` asks for one request per connection (as each new connection
+        // is measured: `connect_us`, `tls_handshake_us`); pipelining behind it would only
+        // see the rest of the window fail.
+        let close_each = header_fields.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("connection")
+                && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+        });
+        if close_each && args.pipeline > 1 {
+            return err(format!(
+                "--pipeline {} with -H 'Connection: close': each connection carries one request",
+                args.pipeline
+            ));
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -685,6 +755,8 @@ impl Spec {
             output,
             shard,
             start_at,
+            tls,
+            close_each,
         })
     }
 
@@ -727,6 +799,17 @@ impl Spec {
             }
         }
         let addrs = resolve(&self.target.host, self.target.port)?;
+        let tls = match &self.tls {
+            None => None,
+            Some(o) => Some(TlsPlan {
+                insecure: o.insecure,
+                cacert: o.cacert.clone(),
+                cert: o.cert.clone(),
+                resume: o.resume,
+                config: std::sync::Arc::new(crate::tls::client_config(o).map_err(PlanError)?),
+                server_name: crate::tls::server_name(&self.target.host).map_err(PlanError)?,
+            }),
+        };
         limits::raise_nofile(self.shard.share(self.conns as u64) as usize).map_err(PlanError)?;
         let (requests, llm) = match self.llm {
             None => {
@@ -767,7 +850,9 @@ impl Spec {
             interval: self.interval,
             headers: self.headers,
             body_bytes: body.len(),
-            metrics: metrics(self.rate.is_some(), llm.is_some()),
+            metrics: metrics(self.rate.is_some(), llm.is_some(), tls.is_some()),
+            close_each: self.close_each,
+            tls,
             rate: self.rate,
             max_in_flight: self.max_in_flight,
             slack: self.slack,
@@ -783,13 +868,14 @@ impl Spec {
 }
 
 /// The distributions a run records: the open-loop and LLM ones only when they apply.
-fn metrics(open_loop: bool, llm: bool) -> Vec<Metric> {
+fn metrics(open_loop: bool, llm: bool, tls: bool) -> Vec<Metric> {
     Metric::ALL
         .into_iter()
         .filter(|m| match m.group() {
             MetricGroup::Every => true,
             MetricGroup::OpenLoop => open_loop,
             MetricGroup::Llm => llm,
+            MetricGroup::Tls => tls,
         })
         .collect()
 }
@@ -1074,10 +1160,12 @@ mod tests {
             (t.host.as_str(), t.path.as_str(), t.authority.as_str()),
             ("::1", "/x?a=b&c", "[::1]:8080")
         );
-        assert!(parse_url("https://example.com/")
-            .unwrap_err()
-            .0
-            .contains("not supported yet"));
+        let t = parse_url("https://example.com/v1").unwrap();
+        assert_eq!(
+            (t.https, t.port, t.authority.as_str()),
+            (true, 443, "example.com")
+        );
+        assert!(!parse_url("http://example.com/").unwrap().https);
         assert!(parse_url("ftp://example.com/").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("http://").is_err());
@@ -1246,7 +1334,22 @@ mod tests {
     #[test]
     fn parse_rejects_bad_input() {
         let cases: &[(&[&str], &str)] = &[
-            (&["https://example.com/"], "https is not supported yet"),
+            (&["ftp://example.com/"], "use http:// or https://"),
+            (
+                &["http://example.com/", "--insecure"],
+                "--insecure applies to an https:// URL",
+            ),
+            (
+                &[
+                    "https://example.com/",
+                    "-k",
+                    "-H",
+                    "Connection: close",
+                    "-p",
+                    "2",
+                ],
+                "each connection carries one request",
+            ),
             (&["-n", "0", URL], "--conns must be at least 1"),
             (
                 &["--cores", "5", URL],

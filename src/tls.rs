@@ -1,0 +1,326 @@
+//! TLS with rustls (ring provider), driven by the runtime's own sockets: rustls is sans-I/O,
+//! so a connection's loop feeds it what the socket has (`read_tls` reads straight from the
+//! socket into rustls' buffer) and writes what it has to send, with the same readiness waits
+//! as plain sockets. No thread, no second buffer of ciphertext.
+//!
+//! Here: the client and server configurations, and the few async steps both sides share
+//! (flush, read more, handshake).
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::{
+    ClientConfig, ConnectionCommon, DigitallySignedStruct, RootCertStore, ServerConfig, SideData,
+    SignatureScheme,
+};
+
+use crate::rt::Stream;
+
+/// Sessions a shard's client cache keeps (rustls' default is 256): one per server name, a
+/// few tickets each; more than enough for one target.
+const CLIENT_SESSIONS: usize = 256;
+
+/// The ring provider: aws-lc-rs (rustls' default) needs cmake and clang to build, which
+/// blast's build machines do not have. rustls 0.23.48 deprecates ring's provider because
+/// it has no post-quantum key exchange; X25519 and the NIST curves are what it offers,
+/// which is what nginx and most terminating proxies negotiate anyway.
+#[allow(deprecated)]
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// What the command line says about TLS for an `https://` target.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientOptions {
+    /// PEM file of the CA certificates to trust instead of the system's.
+    pub cacert: Option<PathBuf>,
+    /// Accept any server certificate (its handshake signatures are still checked).
+    pub insecure: bool,
+    /// PEM client certificate chain and its private key.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// Resume sessions on reconnects (the default).
+    pub resume: bool,
+}
+
+fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{what} {}: no PEM certificate in it",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+fn read_key(what: &str, path: &Path) -> Result<PrivateKeyDer<'static>, String> {
+    PrivateKeyDer::from_pem_file(path)
+        .map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// The system's trusted roots (rustls-native-certs: the OS store, /etc/ssl/certs and the
+/// like, or SSL_CERT_FILE / SSL_CERT_DIR), or the `--cacert` file's.
+fn roots(cacert: Option<&Path>) -> Result<RootCertStore, String> {
+    let mut store = RootCertStore::empty();
+    let certs = match cacert {
+        Some(path) => read_certs("--cacert", path)?,
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            if found.certs.is_empty() {
+                let why = found
+                    .errors
+                    .first()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "no system CA certificates found{why}; give --cacert PATH (or install ca-certificates)"
+                ));
+            }
+            found.certs
+        }
+    };
+    let (added, _ignored) = store.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err("no usable CA certificate in --cacert".into());
+    }
+    Ok(store)
+}
+
+/// The client configuration of a run (each shard takes a copy with its own session cache:
+/// `for_shard`). ALPN says http/1.1.
+pub fn client_config(o: &ClientOptions) -> Result<ClientConfig, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?;
+    let builder = if o.insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+    } else {
+        builder.with_root_certificates(roots(o.cacert.as_deref())?)
+    };
+    let mut config = match (&o.cert, &o.key) {
+        (Some(cert), Some(key)) => builder
+            .with_client_auth_cert(read_certs("--cert", cert)?, read_key("--key", key)?)
+            .map_err(|e| format!("--cert/--key: {e}"))?,
+        (None, None) => builder.with_no_client_auth(),
+        _ => return Err("--cert and --key go together".into()),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A shard's configuration: `base` with a session cache of its own (no lock shared between
+/// cores), or none with `--no-tls-resume`.
+pub fn for_shard(base: &ClientConfig, resume: bool) -> Arc<ClientConfig> {
+    let mut config = base.clone();
+    config.resumption = if resume {
+        rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS)
+    } else {
+        rustls::client::Resumption::disabled()
+    };
+    Arc::new(config)
+}
+
+/// The name the server's certificate must carry, sent as SNI (an IP address is checked
+/// against the certificate's IP addresses and sends no SNI).
+pub fn server_name(host: &str) -> Result<ServerName<'static>, String> {
+    ServerName::try_from(host.to_string())
+        .map_err(|e| format!("{host:?}: not a TLS server name ({e})"))
+}
+
+/// `--insecure`: any certificate is accepted; the handshake's signatures are still checked,
+/// so that the cost of a handshake is a real one.
+#[derive(Debug)]
+struct AnyCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `blast mock --tls-cert/--tls-key`: the server side, ALPN http/1.1, stateless session
+/// tickets (resumption without a cache shared between the mock's cores).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(read_certs("--tls-cert", cert)?, read_key("--tls-key", key)?)
+        .map_err(|e| format!("--tls-cert/--tls-key: {e}"))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS tickets: {e}"))?;
+    Ok(Arc::new(config))
+}
+
+/// The socket as rustls' `Read`/`Write`: one non-blocking syscall each, `WouldBlock` when
+/// the socket has nothing (or no room).
+pub(crate) struct Io<'a>(pub &'a Stream);
+
+impl Read for Io<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0
+            .try_read(buf)
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+    }
+}
+
+impl Write for Io<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .try_write(buf)
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Write every record rustls has to send.
+pub(crate) async fn flush<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    stream: &Stream,
+) -> io::Result<()> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut Io(stream)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Read what the socket has into rustls, waiting for it if need be: the bytes read, 0 at
+/// the end of the stream. The caller then processes them (`process_new_packets`).
+pub(crate) async fn read_some<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    stream: &Stream,
+) -> io::Result<usize> {
+    loop {
+        match conn.read_tls(&mut Io(stream)) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Why a handshake (or a later record) failed, in one line.
+#[derive(Debug)]
+pub enum Failure {
+    Tls(rustls::Error),
+    Io(io::Error),
+    /// The peer closed the connection before the handshake was done.
+    Eof,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use rustls::{CertificateError, Error, InvalidMessage};
+        match self {
+            Failure::Tls(Error::InvalidMessage(InvalidMessage::InvalidContentType)) => write!(
+                f,
+                "the server's answer is not TLS (a plain HTTP port?): use http://"
+            ),
+            Failure::Tls(
+                e @ Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer | CertificateError::BadSignature,
+                ),
+            ) => write!(
+                f,
+                "{e} (not signed by a trusted CA: give --cacert PATH, or --insecure)"
+            ),
+            Failure::Tls(e @ Error::InvalidCertificate(_)) => {
+                write!(f, "{e} (--insecure skips the check)")
+            }
+            Failure::Tls(e) => write!(f, "{e}"),
+            Failure::Io(e) => write!(f, "TLS handshake: {e}"),
+            Failure::Eof => write!(
+                f,
+                "the server closed the connection during the TLS handshake (does the port speak TLS?)"
+            ),
+        }
+    }
+}
+
+/// Run the handshake to its end (the last flight may still be buffered: it goes out with
+/// the first request). A failure is sent to the peer as an alert when rustls has one.
+pub(crate) async fn handshake<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    stream: &Stream,
+) -> Result<(), Failure> {
+    while conn.is_handshaking() {
+        flush(conn, stream).await.map_err(Failure::Io)?;
+        if !conn.is_handshaking() {
+            break;
+        }
+        if read_some(conn, stream).await.map_err(Failure::Io)? == 0 {
+            return Err(Failure::Eof);
+        }
+        if let Err(e) = conn.process_new_packets() {
+            let _ = flush(conn, stream).await;
+            return Err(Failure::Tls(e));
+        }
+    }
+    Ok(())
+}
+
+/// The first bytes of a TLS record from a server (a handshake or an alert): what an
+/// `http://` request to a TLS port gets back.
+pub fn looks_like_tls(data: &[u8]) -> bool {
+    matches!(data, [0x15 | 0x16, 0x03, ..])
+}
