@@ -9,6 +9,7 @@
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{verify_tls12_signature, verify_tls13_signature, CryptoProvider};
@@ -203,17 +204,9 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
     Ok(Arc::new(config))
 }
 
-/// The socket as rustls' `Read`/`Write`: one non-blocking syscall each, `WouldBlock` when
-/// the socket has nothing (or no room).
+/// The socket as rustls' `Write`: one non-blocking send, `WouldBlock` when the socket has
+/// no room.
 pub(crate) struct Io<'a>(pub &'a Stream);
-
-impl Read for Io<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0
-            .try_read(buf)
-            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
-    }
-}
 
 impl Write for Io<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
@@ -224,6 +217,22 @@ impl Write for Io<'_> {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+/// The socket as rustls' `Read`, with arrival stamps when asked for.
+struct Stamped<'a, 'b> {
+    stream: &'a Stream,
+    arrived: Option<&'b mut Option<SystemTime>>,
+}
+
+impl Read for Stamped<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let got = match self.arrived.as_deref_mut() {
+            Some(at) => self.stream.try_read_stamped(buf, at),
+            None => self.stream.try_read(buf),
+        };
+        got.unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
     }
 }
 
@@ -249,8 +258,22 @@ pub(crate) async fn read_some<D: SideData>(
     conn: &mut ConnectionCommon<D>,
     stream: &Stream,
 ) -> io::Result<usize> {
+    read_some_stamped(conn, stream, None).await
+}
+
+/// `read_some`, and (with `arrived`) when the kernel says the bytes arrived (see
+/// `Stream::try_read_stamped`).
+pub(crate) async fn read_some_stamped<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    stream: &Stream,
+    mut arrived: Option<&mut Option<SystemTime>>,
+) -> io::Result<usize> {
     loop {
-        match conn.read_tls(&mut Io(stream)) {
+        let mut from = Stamped {
+            stream,
+            arrived: arrived.as_deref_mut(),
+        };
+        match conn.read_tls(&mut from) {
             Ok(n) => return Ok(n),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.readable().await,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -246,6 +246,32 @@ fn keep_alive_requests_over_tls_are_counted_exactly() {
 }
 
 #[test]
+fn an_open_loop_over_tls_sends_its_schedule() {
+    let pki = pki("openloop");
+    let (port, counts) = tls_server(server_config(&pki, false));
+    let url = format!("https://127.0.0.1:{port}/");
+    let (out, doc) = blast_json(&[
+        &url,
+        "--cacert",
+        pki.ca.path_str(),
+        "-n",
+        "4",
+        "-c",
+        "1",
+        "--rate",
+        "100",
+        "-d",
+        "1s",
+    ]);
+    assert_exit(&out, 0);
+    assert_no_errors(&doc);
+    assert_balanced(&doc);
+    let ok = num(&doc, "requests.ok");
+    assert_eq!(ok, counts.get(&counts.requests));
+    assert_eq!(ok + num(&doc, "open_loop.missed"), 100, "{doc:#}");
+}
+
+#[test]
 fn connection_close_makes_a_handshake_per_request_and_resumes_sessions() {
     let pki = pki("close");
     let (port, counts) = tls_server(server_config(&pki, false));

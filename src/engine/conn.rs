@@ -597,11 +597,14 @@ impl Conn {
                 }
             }
             let stream = self.stream.as_ref().expect("connected before reading");
-            let n = match tls::read_some(conn, stream).await {
+            let mut arrived = None;
+            let stamps = self.shard.stamps.then_some(&mut arrived);
+            let n = match tls::read_some_stamped(conn, stream, stamps).await {
                 Ok(n) => n,
                 Err(e) => return Err(self.io_failure(ErrorKind::Read, &e)),
             };
-            self.read_at = self.clock();
+            let now = self.clock();
+            self.read_at = arrived.map_or(now, |at| arrival(now, at));
             self.shard.counters.borrow_mut().bytes_read += n as u64;
             if let Err(e) = conn.process_new_packets() {
                 self.shard
