@@ -347,3 +347,66 @@ pub(crate) async fn handshake<D: SideData>(
 pub fn looks_like_tls(data: &[u8]) -> bool {
     matches!(data, [0x15 | 0x16, 0x03, ..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_records_are_told_from_http() {
+        // A TLS alert (what rustls and OpenSSL send to plain HTTP), a handshake record.
+        assert!(looks_like_tls(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x32]));
+        assert!(looks_like_tls(&[0x16, 0x03, 0x01, 0x00, 0x5a]));
+        assert!(!looks_like_tls(b"HTTP/1.1 400 Bad Request\r\n"));
+        assert!(!looks_like_tls(&[0x15]));
+        assert!(!looks_like_tls(&[0x17, 0x03, 0x03]));
+    }
+
+    #[test]
+    fn failures_name_their_cause() {
+        use rustls::{CertificateError, Error, InvalidMessage};
+        let plain = Failure::Tls(Error::InvalidMessage(InvalidMessage::InvalidContentType));
+        assert!(plain.to_string().contains("use http://"), "{plain}");
+        let ca = Failure::Tls(Error::InvalidCertificate(CertificateError::UnknownIssuer));
+        let ca = ca.to_string();
+        assert!(
+            ca.contains("UnknownIssuer") && ca.contains("--cacert"),
+            "{ca}"
+        );
+        assert!(Failure::Eof.to_string().contains("does the port speak TLS"));
+    }
+
+    #[test]
+    fn options_are_checked_when_the_configuration_is_built() {
+        let o = ClientOptions {
+            cert: Some("/nonexistent/cert.pem".into()),
+            insecure: true,
+            ..ClientOptions::default()
+        };
+        assert_eq!(
+            client_config(&o).unwrap_err(),
+            "--cert and --key go together"
+        );
+        let o = ClientOptions {
+            cacert: Some("/nonexistent/ca.pem".into()),
+            ..ClientOptions::default()
+        };
+        assert!(client_config(&o)
+            .unwrap_err()
+            .starts_with("cannot read --cacert /nonexistent/ca.pem"));
+        let c = client_config(&ClientOptions {
+            insecure: true,
+            ..ClientOptions::default()
+        })
+        .unwrap();
+        assert_eq!(c.alpn_protocols, vec![b"http/1.1".to_vec()]);
+        assert!(matches!(
+            server_name("127.0.0.1"),
+            Ok(ServerName::IpAddress(_))
+        ));
+        assert!(matches!(
+            server_name("localhost"),
+            Ok(ServerName::DnsName(_))
+        ));
+    }
+}
