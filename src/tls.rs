@@ -6,9 +6,10 @@
 //! Here: the client and server configurations, and the few async steps both sides share
 //! (flush, read more, handshake).
 
+use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -22,17 +23,25 @@ use rustls::{
 
 use crate::rt::Stream;
 
-/// Sessions a shard's client cache keeps (rustls' default is 256): one per server name, a
-/// few tickets each; more than enough for one target.
-const CLIENT_SESSIONS: usize = 256;
+/// TLS 1.3 tickets a shard keeps, at most: each is used once, and connections that open
+/// together each need one (rustls' own cache keeps 8 per server, so that 100 connections
+/// reopened at once mostly made full handshakes).
+const MAX_TICKETS: usize = 4096;
 
 /// The ring provider: aws-lc-rs (rustls' default) needs cmake and clang to build, which
 /// blast's build machines do not have. rustls 0.23.48 deprecates ring's provider because
 /// it has no post-quantum key exchange; X25519 and the NIST curves are what it offers,
 /// which is what nginx and most terminating proxies negotiate anyway.
+///
+/// Its key exchange groups in the order browsers and OpenSSL prefer, X25519 first: ring's
+/// provider lists P-384 first, whose ring implementation costs about ten times as much per
+/// handshake, and a server that accepts the first key share offered takes it.
 #[allow(deprecated)]
 pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::ring::kx_group;
+    let mut p = rustls::crypto::ring::default_provider();
+    p.kx_groups = vec![kx_group::X25519, kx_group::SECP256R1, kx_group::SECP384R1];
+    Arc::new(p)
 }
 
 /// What the command line says about TLS for an `https://` target.
@@ -120,16 +129,76 @@ pub fn client_config(o: &ClientOptions) -> Result<ClientConfig, String> {
     Ok(config)
 }
 
-/// A shard's configuration: `base` with a session cache of its own (no lock shared between
-/// cores), or none with `--no-tls-resume`.
+/// A shard's configuration: `base` with a session store of its own (its lock is never
+/// contended: one core uses it), or none with `--no-tls-resume`.
 pub fn for_shard(base: &ClientConfig, resume: bool) -> Arc<ClientConfig> {
     let mut config = base.clone();
     config.resumption = if resume {
-        rustls::client::Resumption::in_memory_sessions(CLIENT_SESSIONS)
+        rustls::client::Resumption::store(Arc::new(Sessions::default()))
     } else {
         rustls::client::Resumption::disabled()
     };
     Arc::new(config)
+}
+
+/// A shard's sessions for its one target (a run has one host): the TLS 1.2 session, and up
+/// to `MAX_TICKETS` TLS 1.3 tickets, each handed out once, oldest first.
+#[derive(Debug, Default)]
+struct Sessions {
+    kx_hint: Mutex<Option<rustls::NamedGroup>>,
+    tls12: Mutex<Option<rustls::client::Tls12ClientSessionValue>>,
+    tls13: Mutex<VecDeque<rustls::client::Tls13ClientSessionValue>>,
+}
+
+impl rustls::client::ClientSessionStore for Sessions {
+    fn set_kx_hint(&self, _: ServerName<'static>, group: rustls::NamedGroup) {
+        *lock(&self.kx_hint) = Some(group);
+    }
+
+    fn kx_hint(&self, _: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        *lock(&self.kx_hint)
+    }
+
+    fn set_tls12_session(
+        &self,
+        _: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        *lock(&self.tls12) = Some(value);
+    }
+
+    fn tls12_session(&self, _: &ServerName<'_>) -> Option<rustls::client::Tls12ClientSessionValue> {
+        lock(&self.tls12).clone()
+    }
+
+    fn remove_tls12_session(&self, _: &ServerName<'static>) {
+        *lock(&self.tls12) = None;
+    }
+
+    fn insert_tls13_ticket(
+        &self,
+        _: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        let mut tickets = lock(&self.tls13);
+        if tickets.len() == MAX_TICKETS {
+            tickets.pop_front();
+        }
+        tickets.push_back(value);
+    }
+
+    fn take_tls13_ticket(
+        &self,
+        _: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        // The newest: the least likely to have expired.
+        lock(&self.tls13).pop_back()
+    }
+}
+
+/// A poisoned lock still holds usable sessions.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The name the server's certificate must carry, sent as SNI (an IP address is checked

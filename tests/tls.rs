@@ -309,7 +309,8 @@ fn connection_close_makes_a_handshake_per_request_and_resumes_sessions() {
     // count is the server's.
     let resumed = num(&doc, "connections.tls_resumed");
     assert_eq!(resumed, counts.get(&counts.resumed));
-    assert!(resumed >= 30, "resumed {resumed} of 40");
+    // Each reconnect finds a ticket from an earlier connection (the server sends two).
+    assert_eq!(resumed, 40 - 2, "{doc:#}");
 
     // --no-tls-resume: every handshake is a full one.
     let before = counts.get(&counts.resumed);
@@ -616,7 +617,7 @@ fn the_mock_serves_tls_end_to_end() {
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_eq!(num(&doc, "connections.tls_handshakes"), 10);
-    assert!(num(&doc, "connections.tls_resumed") >= 8, "{doc:#}");
+    assert_eq!(num(&doc, "connections.tls_resumed"), 9, "{doc:#}");
 
     // The mock's TLS port asked in plain HTTP: its alert names the cause.
     let url = format!("http://127.0.0.1:{}/api/version", mock.port);
