@@ -305,20 +305,21 @@ impl Read for Stamped<'_, '_> {
     }
 }
 
-/// Write every record rustls has to send.
+/// Write every record rustls has to send: how many bytes went on the wire.
 pub(crate) async fn flush<D: SideData>(
     conn: &mut ConnectionCommon<D>,
     stream: &Stream,
-) -> io::Result<()> {
+) -> io::Result<usize> {
+    let mut sent = 0;
     while conn.wants_write() {
         match conn.write_tls(&mut Io(stream)) {
-            Ok(_) => {}
+            Ok(n) => sent += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream.writable().await,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(sent)
 }
 
 /// Read what the socket has into rustls, waiting for it if need be: the bytes read, 0 at
@@ -390,25 +391,28 @@ impl std::fmt::Display for Failure {
 }
 
 /// Run the handshake to its end (the last flight may still be buffered: it goes out with
-/// the first request). A failure is sent to the peer as an alert when rustls has one.
+/// the first request): the bytes it wrote and read. A failure is sent to the peer as an
+/// alert when rustls has one.
 pub(crate) async fn handshake<D: SideData>(
     conn: &mut ConnectionCommon<D>,
     stream: &Stream,
-) -> Result<(), Failure> {
+) -> Result<(usize, usize), Failure> {
+    let (mut sent, mut received) = (0, 0);
     while conn.is_handshaking() {
-        flush(conn, stream).await.map_err(Failure::Io)?;
+        sent += flush(conn, stream).await.map_err(Failure::Io)?;
         if !conn.is_handshaking() {
             break;
         }
-        if read_some(conn, stream).await.map_err(Failure::Io)? == 0 {
-            return Err(Failure::Eof);
+        match read_some(conn, stream).await.map_err(Failure::Io)? {
+            0 => return Err(Failure::Eof),
+            n => received += n,
         }
         if let Err(e) = conn.process_new_packets() {
             let _ = flush(conn, stream).await;
             return Err(Failure::Tls(e));
         }
     }
-    Ok(())
+    Ok((sent, received))
 }
 
 /// The first bytes of a TLS record from a server (a handshake or an alert): what an

@@ -391,8 +391,8 @@ impl Conn {
             },
         )
         .await;
-        match done {
-            Some(Ok(())) => {}
+        let (sent, received) = match done {
+            Some(Ok(bytes)) => bytes,
             Some(Err(e)) => return Err(fail(&e)),
             None => {
                 return Err(fail(&format_args!(
@@ -400,7 +400,7 @@ impl Conn {
                     humantime::format_duration(timeout)
                 )))
             }
-        }
+        };
         let now = self.clock();
         self.shard
             .hists
@@ -408,6 +408,8 @@ impl Conn {
             .record(Metric::TlsHandshake, now - began);
         let mut counters = self.shard.counters.borrow_mut();
         counters.tls_handshakes += 1;
+        counters.bytes_written += sent as u64;
+        counters.bytes_read += received as u64;
         if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             counters.tls_resumed += 1;
         }
@@ -476,8 +478,9 @@ impl Conn {
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         let stream = self.stream.as_mut().expect("connected before writing");
+        // Bytes on the wire: with TLS, the records (and what was left of the handshake).
         let written = match self.tls.as_mut() {
-            None => stream.write_all(bytes).await,
+            None => stream.write_all(bytes).await.map(|()| bytes.len()),
             // Encrypted into rustls' buffer (no limit: see `handshake`), then sent.
             Some(conn) => match conn.writer().write_all(bytes) {
                 Ok(()) => tls::flush(conn, stream).await,
@@ -485,8 +488,8 @@ impl Conn {
             },
         };
         match written {
-            Ok(()) => {
-                self.shard.counters.borrow_mut().bytes_written += bytes.len() as u64;
+            Ok(n) => {
+                self.shard.counters.borrow_mut().bytes_written += n as u64;
                 Ok(())
             }
             Err(e) => Err(self.io_failure(ErrorKind::Write, &e)),
