@@ -850,7 +850,12 @@ impl Spec {
             interval: self.interval,
             headers: self.headers,
             body_bytes: body.len(),
-            metrics: metrics(self.rate.is_some(), llm.is_some(), tls.is_some()),
+            metrics: metrics(
+                self.rate.is_some(),
+                llm.is_some(),
+                tls.is_some(),
+                self.close_each,
+            ),
             close_each: self.close_each,
             tls,
             rate: self.rate,
@@ -868,7 +873,7 @@ impl Spec {
 }
 
 /// The distributions a run records: the open-loop and LLM ones only when they apply.
-fn metrics(open_loop: bool, llm: bool, tls: bool) -> Vec<Metric> {
+fn metrics(open_loop: bool, llm: bool, tls: bool, close_each: bool) -> Vec<Metric> {
     Metric::ALL
         .into_iter()
         .filter(|m| match m.group() {
@@ -876,6 +881,7 @@ fn metrics(open_loop: bool, llm: bool, tls: bool) -> Vec<Metric> {
             MetricGroup::OpenLoop => open_loop,
             MetricGroup::Llm => llm,
             MetricGroup::Tls => tls,
+            MetricGroup::Connects => tls || close_each,
         })
         .collect()
 }

@@ -127,7 +127,8 @@ impl Metric {
     /// Which runs keep this distribution.
     pub fn group(self) -> MetricGroup {
         match self {
-            Metric::Latency | Metric::Connect => MetricGroup::Every,
+            Metric::Latency => MetricGroup::Every,
+            Metric::Connect => MetricGroup::Connects,
             Metric::TlsHandshake => MetricGroup::Tls,
             Metric::LatencyUncorrected | Metric::SendLag => MetricGroup::OpenLoop,
             _ => MetricGroup::Llm,
@@ -162,6 +163,10 @@ pub enum MetricGroup {
     Llm,
     /// `https://` runs.
     Tls,
+    /// Runs where connecting is part of what is measured: `https://`, or a `Connection:
+    /// close` header (a plain keep-alive run connects once per connection and keeps the
+    /// histogram's memory).
+    Connects,
 }
 
 /// One histogram per enabled metric.

@@ -349,6 +349,11 @@ fn connection_close_over_plain_http_opens_a_connection_per_request() {
     // Plain http has no TLS figures.
     assert!(at(&doc, "connections").get("tls_handshakes").is_none());
     assert!(doc.get("tls_handshake_us").is_none());
+    // A keep-alive run keeps no connect distribution (nor its memory).
+    let (out, doc) = blast_json(&[&url, "-n", "2", "-c", "1", "--requests", "10"]);
+    assert_exit(&out, 0);
+    assert!(doc.get("connect_us").is_none(), "{doc:#}");
+    assert!(at(&doc, "histograms").get("connect_us").is_none());
 }
 
 #[test]
