@@ -10,8 +10,11 @@
 #   anything else is passed to scripts/bench_peers.py (see `python3 scripts/bench_peers.py -h`),
 #   e.g. --cases 1,3 --duration 10 --keep-tmp
 #
-# Installs what is missing: Debian nginx-light, wrk, nghttp2-client (h2load), time
-# (/usr/bin/time), linux-perf (case 10), oha (cargo install oha --locked), a venv with
+# Case 11 is TLS: nginx terminating https:// on its core, blast against wrk (keep-alive CPU
+# per request) and h2load --h1 (a new connection and handshake per request); only it:
+#   scripts/bench-peers.sh --cases 11
+# Installs what is missing: Debian nginx-light, wrk, nghttp2-client (h2load), openssl (case
+# 11's certificate), time (/usr/bin/time), linux-perf (case 10), oha (cargo install oha --locked), a venv with
 # scripts/requirements.txt for scripts/async_baseline.py ($BASELINE_VENV is reused if set;
 # default target/bench-venv).
 # Everything runs on 127.0.0.1; nginx is pinned to the last CPU and the clients to the others.
@@ -33,7 +36,7 @@ while [ $# -gt 0 ]; do
                PASS+=(--out "$(realpath -m "$2")"); shift ;;
         --out=*) PASS+=(--out "$(realpath -m "${1#*=}")") ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         --) shift; PASS+=("$@"); break ;;
         *) PASS+=("$1") ;;
     esac
@@ -48,6 +51,7 @@ APT=()
 if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then APT+=(nginx-light); fi
 command -v wrk >/dev/null || APT+=(wrk)
 command -v h2load >/dev/null || APT+=(nghttp2-client)
+command -v openssl >/dev/null || APT+=(openssl)  # case 11's certificate
 [ -x /usr/bin/time ] || APT+=(time)
 command -v taskset >/dev/null || APT+=(util-linux)
 command -v perf >/dev/null || APT+=(linux-perf)  # case 10

@@ -45,7 +45,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TIME_FMT = "%e %U %S %M"
-ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10)
+ALL_CASES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
 # examples/floor.rs in its two modes (case 9).
 FLOOR_TOOLS = ("floor-epoll", "floor-uring")
 # Tools compared in the closed-loop cases, in their first-round order.
@@ -218,14 +218,68 @@ NGINX_PROXY = """\
 """
 
 
+# Case 11: the same `return 200` over TLS (ECDSA P-256 certificate, TLS 1.2 and 1.3, session
+# cache and tickets on, as a terminating proxy has them). The second server logs, per
+# request, whether its TLS session was resumed, for the new-connection runs.
+NGINX_TLS = """\
+    log_format tlsreuse '$ssl_session_reused';
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:32m;
+    ssl_session_tickets on;
+    server {{
+        listen 127.0.0.1:{port} ssl backlog=4096;
+        location / {{
+            return 200 "hello world\\n";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{close_port} ssl backlog=4096;
+        access_log {prefix}/logs/tls-reuse.log tlsreuse buffer=64k flush=200ms;
+        location / {{
+            return 200 "hello world\\n";
+        }}
+    }}
+"""
+
+
+def make_cert(dir: Path) -> tuple[Path, Path] | None:
+    """A self-signed ECDSA P-256 certificate for 127.0.0.1 (openssl), or None without it."""
+    if not shutil.which("openssl"):
+        return None
+    cert, key = dir / "tls-cert.pem", dir / "tls-key.pem"
+    r = subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                        "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                        str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                        "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+                       capture_output=True, timeout=60)
+    return (cert, key) if r.returncode == 0 else None
+
+
 class Nginx:
-    def __init__(self, prefix: Path, cpu: int, proxy_to: int | None = None):
+    def __init__(self, prefix: Path, cpu: int, proxy_to: int | None = None,
+                 tls: tuple[Path, Path] | None = None):
         self.prefix = prefix
         self.cpu = cpu
         self.port = free_port()
         self.proxy_port = free_port() if proxy_to else None
         self.proxy_to = proxy_to
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
+        self.tls_close_port = free_port() if tls else None
         self.proc: subprocess.Popen | None = None
+
+    @property
+    def tls_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_port}/"
+
+    @property
+    def tls_close_url(self) -> str:
+        return f"https://127.0.0.1:{self.tls_close_port}/"
+
+    def reuse_log(self) -> Path:
+        return self.prefix / "logs" / "tls-reuse.log"
 
     @property
     def url(self) -> str:
@@ -241,6 +295,9 @@ class Nginx:
         proxy = ""
         if self.proxy_to:
             proxy = NGINX_PROXY.format(mock_port=self.proxy_to, port=self.proxy_port)
+        if self.tls:
+            proxy += NGINX_TLS.format(cert=self.tls[0], key=self.tls[1], port=self.tls_port,
+                                      close_port=self.tls_close_port, prefix=self.prefix)
         conf = NGINX_CONF.format(
             mask="1" + "0" * self.cpu,
             prefix=self.prefix,
@@ -255,7 +312,8 @@ class Nginx:
         self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         ok = wait_port(self.port, self.proc) and (
-            not self.proxy_port or wait_port(self.proxy_port, self.proc))
+            not self.proxy_port or wait_port(self.proxy_port, self.proc)) and (
+            not self.tls_port or wait_port(self.tls_port, self.proc))
         if not ok:
             self.stop()
             log = (self.prefix / "nginx.out").read_text(errors="replace")
@@ -402,13 +460,15 @@ class Bench:
         return True
 
     def closed(self, tool: str, url: str, conns: int, pipeline: int = 1,
-               requests: int | None = None, label: str = "", wrap: tuple | list = ()) -> dict:
+               requests: int | None = None, label: str = "", wrap: tuple | list = (),
+               blast_args: tuple | list = ()) -> dict:
         """One closed-loop run of `tool`: for `self.dur` seconds, or exactly `requests`;
-        `wrap` goes before the tool's command (a profiler)."""
+        `wrap` goes before the tool's command (a profiler); `blast_args` are blast's own."""
         d = self.dur
         js = self.rundir / f"{self.nruns + 1:03d}-{tool}.json"
         if tool == "blast":
-            argv = [self.blast, "--cores", "1", "--conns", str(conns), "-q", "--json", str(js)]
+            argv = [self.blast, "--cores", "1", "--conns", str(conns), "-q", "--json", str(js),
+                    *blast_args]
             if pipeline > 1:
                 argv += ["--pipeline", str(pipeline)]
             argv += ["--requests", str(requests)] if requests else ["--duration", f"{d}s"]
@@ -640,6 +700,109 @@ class Bench:
             self.emit(f"0.85× wrk's total is {0.85 * wrk_total:.2f} µs; blast's kernel part "
                       f"alone (everything but user space) is {b['total'] - user:.2f} µs.")
             self.emit()
+        self.emit_failures(runs)
+        self.emit_commands(runs)
+
+    def case11(self):
+        """TLS: keep-alive CPU per request (blast vs wrk), and new connections per second
+        (blast vs h2load --h1), against nginx terminating TLS on its own core."""
+        title = "11. TLS (https://), nginx on one core"
+        if not (self.nginx and self.nginx.tls):
+            self.emit(f"## {title}")
+            self.emit()
+            self.emit("Skipped: no certificate (openssl is missing) or nginx without TLS.")
+            self.emit()
+            return
+        conns = 100
+        # Every tool skips certificate checks the same way: blast's --insecure still verifies
+        # the handshake signatures, which is the part that costs CPU.
+        tls = ["--insecure"]
+        intro = (f"(a) Keep-alive: GET / of nginx over TLS (ECDSA P-256, TLS 1.3 as negotiated), "
+                 f"{conns} connections, client on CPU {self.client_pin}, nginx on CPU "
+                 f"{self.server_cpu}. The handshakes happen once per connection; the figure is "
+                 "the CPU per request of encrypting and decrypting.")
+        tools = [t for t in ("blast", "wrk") if self.tool_available(t)]
+        runs = self.rounds_of(tools, lambda t: self.closed(t, self.nginx.tls_url, conns,
+                                                           label=f"tls-{t}", blast_args=tls))
+        summary = {t: summarize(rs) for t, rs in runs.items()}
+        self.data["cases"]["11a"] = {"title": title + " (keep-alive)", "conns": conns,
+                                     "duration_s": self.dur, "runs": runs, "summary": summary}
+        self.emit(f"## {title}")
+        self.emit()
+        self.emit(intro)
+        self.emit()
+        wrk = summary.get("wrk")
+        rows = [[tool_name(t), fmt_rps(summary[t]), fmt_f(summary[t]["cpu_us_per_req"]),
+                 fmt_f(summary[t]["rss_mb"], 1), fmt_p50(summary[t]), fmt_us(summary[t]["p99_us"]),
+                 fmt_ratio(summary[t]["cpu_us_per_req"], wrk and wrk["cpu_us_per_req"]),
+                 count_check(runs[t], conns)] for t in tools]
+        self.emit(md_table(["tool", "req/s", "client CPU µs/req", "peak RSS MB", "p50", "p99",
+                            "CPU/req ÷ wrk", "nginx count"], rows))
+        self.emit()
+        paired = paired_cpu_ratios(runs)
+        if paired:
+            self.emit("CPU/req ÷ wrk round by round, median: "
+                      + ", ".join(f"{tool_name(t)} {r:.2f}×" for t, r in paired.items()) + ".")
+            self.emit()
+        self.emit_rounds_note(runs)
+        self.emit_failures(runs)
+        self.emit_commands(runs)
+
+        # (b) A new connection, and a TLS handshake, for every request.
+        close = ["-H", "Connection: close"]
+        kinds = {"blast": tls + close, "blast-full": tls + close + ["--no-tls-resume"]}
+        tools = list(kinds) + (["h2load"] if self.tool_available("h2load") else [])
+        log = self.nginx.reuse_log()
+
+        # Bounded by a count: h2load reconnects after `Connection: close` with -n, but its
+        # duration mode (-D) does not end then.
+        n = 3_000 if self.quick else 20_000
+
+        def one(tool):
+            start = log.stat().st_size if log.exists() else 0
+            url = self.nginx.tls_close_url
+            if tool == "h2load":
+                js = self.rundir / "unused.json"
+                argv = ["h2load", "--h1", "-c", str(conns), "-t", "1", "-n", str(n), *close, url]
+                r = self.run("tls-close-h2load", argv, timeout=n / 200 + 60)
+                r["metrics"] = parse_tool("h2load", r, js)
+            else:
+                r = self.closed("blast", url, conns, requests=n, label=f"tls-close-{tool}",
+                                blast_args=kinds[tool])
+            r["tool"] = tool
+            time.sleep(0.5)  # nginx flushes its log every 200 ms
+            seen = log.read_bytes()[start:].split() if log.exists() else []
+            r["nginx_resumed"] = sum(1 for x in seen if x == b"r")
+            r["nginx_logged"] = len(seen)
+            return r
+
+        runs = self.rounds_of(tools, one)
+        summary = {t: summarize(rs) for t, rs in runs.items()}
+        self.data["cases"]["11b"] = {"title": title + " (a connection per request)",
+                                     "conns": conns, "duration_s": self.dur, "runs": runs,
+                                     "summary": summary}
+        self.emit("(b) A new connection and TLS handshake for every request (`Connection: close`), "
+                  f"{conns} concurrent clients, {n} requests. `blast` and h2load resume sessions "
+                  "(their default), "
+                  "`blast --no-tls-resume` makes full handshakes; `resumed` is nginx's own "
+                  "count (`$ssl_session_reused`) over the requests it logged.")
+        self.emit()
+        h2 = summary.get("h2load")
+        rows = []
+        for t in tools:
+            s = summary[t]
+            logged = sum(r["nginx_logged"] for r in runs[t])
+            resumed = sum(r["nginx_resumed"] for r in runs[t])
+            rows.append([
+                "blast --no-tls-resume" if t == "blast-full" else tool_name(t),
+                fmt_rps(s), fmt_f(s["cpu_us_per_req"]), fmt_p50(s), fmt_us(s["p99_us"]),
+                f"{resumed / logged * 100:.0f}%" if logged else "-",
+                fmt_ratio(s["rps"], h2 and h2["rps"]),
+            ])
+        self.emit(md_table(["tool", "connections/s", "client CPU µs/conn", "p50", "p99",
+                            "resumed", "conn/s ÷ h2load"], rows))
+        self.emit()
+        self.emit_rounds_note(runs)
         self.emit_failures(runs)
         self.emit_commands(runs)
 
@@ -1014,7 +1177,8 @@ class Bench:
 
     def main(self) -> int:
         cases = self.args.cases
-        self.nginx = Nginx(self.tmp / "nginx", self.server_cpu)
+        cert = make_cert(self.tmp) if 11 in cases else None
+        self.nginx = Nginx(self.tmp / "nginx", self.server_cpu, tls=cert)
         self.nginx.start()
         self.servers.append(self.nginx)
         self.header()

@@ -40,15 +40,45 @@ for _ in $(seq 100); do
 done
 [ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
 
+# https:// examples: a CA, a server certificate for localhost and a client certificate
+# (the names the README uses, in the directory the examples run in), and a second mock
+# serving TLS with them. Without openssl they are skipped.
+tls_addr=""
+if command -v openssl >/dev/null; then
+    (cd "$work/run"
+        ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 "${ec[@]}" -keyout ca-key.pem -out ca.pem -days 2 -subj /CN=readme-ca
+        for who in server client; do
+            openssl req "${ec[@]}" -keyout "$who-key.pem" -out "$who.csr" -subj "/CN=$who"
+        done
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -out cert.pem -extfile <(printf 'subjectAltName=DNS:localhost,IP:127.0.0.1')
+        openssl x509 -req -in client.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+            -out client.pem -extfile <(printf 'extendedKeyUsage=clientAuth')
+        mv server-key.pem key.pem) >/dev/null 2>&1
+    blast mock --listen 127.0.0.1:0 --cores 1 --tls-cert "$work/run/cert.pem" \
+        --tls-key "$work/run/key.pem" 2>"$work/tls-mock.log" &
+    tls_pid=$!
+    trap 'kill "$tls_pid" 2>/dev/null || true; wait "$tls_pid" 2>/dev/null || true; cleanup' EXIT
+    for _ in $(seq 100); do
+        tls_addr="$(sed -n 's|.*listening on https://[^:]*:\([0-9]*\).*|localhost:\1|p' "$work/tls-mock.log")"
+        [ -n "$tls_addr" ] && break
+        sleep 0.05
+    done
+fi
+
 # Examples that cannot run here, each with the reason (matched as a substring of the command).
 declare -A SKIP=(
 )
+if [ -z "$tls_addr" ]; then
+    SKIP["https://"]="no openssl to make certificates (tests/tls.rs covers TLS)"
+fi
 
 # Extract: code-block lines (fenced or indented) that start with `blast `, continuation
 # lines joined, trailing `# comments` dropped; then rewritten to run against the mock.
-mapfile -t commands < <(python3 - "$README" "$addr" <<'EOF'
+mapfile -t commands < <(python3 - "$README" "$addr" "$tls_addr" <<'EOF'
 import os, re, sys
-readme, addr = sys.argv[1], sys.argv[2]
+readme, addr, tls_addr = sys.argv[1], sys.argv[2], sys.argv[3]
 cpus = len(os.sched_getaffinity(0))
 lines, in_fence, out = open(readme).read().split("\n"), False, []
 i = 0
@@ -67,6 +97,8 @@ while i < len(lines):
         i += 1
     cmd = re.sub(r"\s+#\s.*$", "", cmd).strip()
     cmd = re.sub(r"http://[^/\s'\"]+", f"http://{addr}", cmd)
+    if tls_addr:
+        cmd = re.sub(r"https://[^/\s'\"]+", f"https://{tls_addr}", cmd)
     cmd = re.sub(r"--listen \S+", "--listen 127.0.0.1:0", cmd)
     cmd = re.sub(r"--prometheus \S+", "--prometheus 127.0.0.1:0", cmd)
     cmd = re.sub(r"--prometheus-linger \S+", "--prometheus-linger 1s", cmd)
@@ -77,7 +109,7 @@ while i < len(lines):
     if cmd.startswith("blast sweep"):
         cmd = re.sub(r"--step-duration \S+", "", cmd) + " --step-duration 300ms --max-time 15s"
     # A load test (anything with a URL but the mock) runs 1s at most.
-    loads = "http://" in cmd and not cmd.startswith(("blast mock", "blast sweep"))
+    loads = ("http://" in cmd or "https://" in cmd) and not cmd.startswith(("blast mock", "blast sweep"))
     if loads and "--duration" not in cmd:
         cmd += " --duration 1s"
     out.append(cmd)

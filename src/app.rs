@@ -448,6 +448,7 @@ pub fn mock(args: &MockArgs) -> ExitCode {
         Err(e) => return fail(2, e),
     };
     let cores = cfg.cpus.len();
+    let scheme = if cfg.tls.is_some() { "https" } else { "http" };
     let server = match MockServer::start(cfg) {
         Ok(s) => s,
         Err(e) => return fail(1, e),
@@ -457,7 +458,7 @@ pub fn mock(args: &MockArgs) -> ExitCode {
         return fail(2, format!("cannot install the Ctrl-C handler: {e}"));
     }
     eprintln!(
-        "blast mock: listening on http://{} ({cores} core(s)); Ctrl-C stops it",
+        "blast mock: listening on {scheme}://{} ({cores} core(s)); Ctrl-C stops it",
         server.local_addr()
     );
     match server.run_until(&STOP) {

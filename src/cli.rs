@@ -222,7 +222,7 @@ pub enum PatternArg {
 /// A load test: `blast [OPTIONS] URL`.
 #[derive(Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Target URL (http:// only), e.g. http://localhost:11435/api/generate
+    /// Target URL (http:// or https://), e.g. http://localhost:11435/api/generate
     #[arg(required = true)]
     pub url: Option<String>,
 
@@ -316,6 +316,26 @@ pub struct RunArgs {
         help_heading = "Connection"
     )]
     pub connect_timeout: String,
+
+    /// https://: trust the CA certificates in this PEM file instead of the system's
+    #[arg(long, value_name = "PATH", help_heading = "TLS")]
+    pub cacert: Option<PathBuf>,
+
+    /// https://: accept any server certificate (signatures are still checked)
+    #[arg(long, short = 'k', help_heading = "TLS")]
+    pub insecure: bool,
+
+    /// https://: client certificate chain (PEM), with --key
+    #[arg(long, value_name = "PATH", requires = "key", help_heading = "TLS")]
+    pub cert: Option<PathBuf>,
+
+    /// https://: the client certificate's private key (PEM), with --cert
+    #[arg(long, value_name = "PATH", requires = "cert", help_heading = "TLS")]
+    pub key: Option<PathBuf>,
+
+    /// https://: a full handshake on every new connection (no session resumption)
+    #[arg(long, help_heading = "TLS")]
+    pub no_tls_resume: bool,
 
     /// Statistics interval (live line, timeline rows)
     #[arg(long, value_name = "D", default_value = "1s", help_heading = "Output")]

@@ -25,6 +25,7 @@ pub mod schedule;
 pub mod scrape;
 pub mod stats;
 pub mod sweep;
+pub mod tls;
 
 use aggregate::{Aggregator, Interval, TimelineRow};
 use std::sync::Arc;

@@ -106,6 +106,12 @@ pub struct Plan {
     /// The method is HEAD: responses carry no body.
     #[serde(skip)]
     pub head: bool,
+    /// A `Connection: close` request header: each connection carries one request.
+    #[serde(skip)]
+    pub close_each: bool,
+    /// `https://`: how the TLS is set up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsPlan>,
     /// The distributions this run records.
     #[serde(skip)]
     pub metrics: Vec<Metric>,
@@ -128,6 +134,23 @@ pub struct Plan {
     /// `--expect-count`: counters whose increase should equal the requests sent.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expect_count: Vec<Selector>,
+}
+
+/// `https://`: the TLS options (as the result's `config.tls`), and the client
+/// configuration built from them (each shard copies it with a session cache of its own).
+#[derive(Clone, Debug, Serialize)]
+pub struct TlsPlan {
+    pub insecure: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cacert: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    /// Sessions are resumed on reconnects (not `--no-tls-resume`).
+    pub resume: bool,
+    #[serde(skip)]
+    pub config: std::sync::Arc<rustls::ClientConfig>,
+    #[serde(skip)]
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// `--shard I/N`: this process is shard `index` (0-based) of `count`.
@@ -269,9 +292,10 @@ fn ser_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::O
     }
 }
 
-/// The parts of an `http://` URL that blast needs.
+/// The parts of an `http://` or `https://` URL that blast needs.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Target {
+    pub https: bool,
     pub host: String,
     pub port: u16,
     /// Path and query, never empty.
@@ -317,22 +341,24 @@ fn without_password(raw: &str) -> String {
 
 pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
     let url = url::Url::parse(raw).map_err(|e| PlanError(format!("invalid URL {raw:?}: {e}")))?;
-    match url.scheme() {
-        "http" => {}
-        "https" => {
+    let https = match url.scheme() {
+        "http" => false,
+        "https" => true,
+        other => {
             return err(format!(
-                "{raw}: https is not supported yet (TLS); use an http:// URL"
+                "{raw}: unsupported scheme {other:?}; use http:// or https://"
             ))
         }
-        other => return err(format!("{raw}: unsupported scheme {other:?}; use http://")),
-    }
+    };
     let host = match url.host() {
         Some(url::Host::Domain(d)) => d.to_string(),
         Some(url::Host::Ipv4(ip)) => ip.to_string(),
         Some(url::Host::Ipv6(ip)) => ip.to_string(),
         None => return err(format!("{raw}: the URL has no host")),
     };
-    let port = url.port_or_known_default().unwrap_or(80);
+    let port = url
+        .port_or_known_default()
+        .unwrap_or(if https { 443 } else { 80 });
     let mut path = url.path().to_string();
     if path.is_empty() {
         path.push('/');
@@ -360,6 +386,7 @@ pub fn parse_url(raw: &str) -> Result<Target, PlanError> {
         )
     });
     Ok(Target {
+        https,
         host,
         port,
         path,
@@ -511,6 +538,10 @@ pub struct Spec {
     pub start_at: Option<std::time::SystemTime>,
     pub scrape: Vec<String>,
     pub expect_count: Vec<Selector>,
+    /// `https://`: the TLS options (files read by `resolve`).
+    pub tls: Option<crate::tls::ClientOptions>,
+    /// A `Connection: close` request header was given.
+    pub close_each: bool,
 }
 
 impl Spec {
@@ -709,6 +740,45 @@ impl Spec {
         if !expect_count.is_empty() && scrape.is_empty() {
             return err("--expect-count compares a scraped counter: add --scrape METRICS_URL");
         }
+        let tls_flag = [
+            (args.cacert.is_some(), "--cacert"),
+            (args.insecure, "--insecure"),
+            (args.cert.is_some(), "--cert"),
+            (args.no_tls_resume, "--no-tls-resume"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag));
+        let tls = match (target.https, tls_flag) {
+            (false, Some(flag)) => {
+                return err(format!("{flag} applies to an https:// URL"));
+            }
+            (false, None) => None,
+            (true, _) => {
+                if args.insecure && args.cacert.is_some() {
+                    return err("--insecure trusts any certificate: drop --cacert, or --insecure");
+                }
+                Some(crate::tls::ClientOptions {
+                    cacert: args.cacert.clone(),
+                    insecure: args.insecure,
+                    cert: args.cert.clone(),
+                    key: args.key.clone(),
+                    resume: !args.no_tls_resume,
+                })
+            }
+        };
+        // `Connection: close` asks for one request per connection (as each new connection
+        // is measured: `connect_us`, `tls_handshake_us`); pipelining behind it would only
+        // see the rest of the window fail.
+        let close_each = header_fields.iter().any(|(n, v)| {
+            n.eq_ignore_ascii_case("connection")
+                && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+        });
+        if close_each && args.pipeline > 1 {
+            return err(format!(
+                "--pipeline {} with -H 'Connection: close': each connection carries one request",
+                args.pipeline
+            ));
+        }
         let json = args.json.as_deref();
         let output = Output {
             quiet: args.quiet,
@@ -751,6 +821,8 @@ impl Spec {
             start_at,
             scrape,
             expect_count,
+            tls,
+            close_each,
         })
     }
 
@@ -793,6 +865,17 @@ impl Spec {
             }
         }
         let addrs = resolve(&self.target.host, self.target.port)?;
+        let tls = match &self.tls {
+            None => None,
+            Some(o) => Some(TlsPlan {
+                insecure: o.insecure,
+                cacert: o.cacert.clone(),
+                cert: o.cert.clone(),
+                resume: o.resume,
+                config: std::sync::Arc::new(crate::tls::client_config(o).map_err(PlanError)?),
+                server_name: crate::tls::server_name(&self.target.host).map_err(PlanError)?,
+            }),
+        };
         limits::raise_nofile(self.shard.share(self.conns as u64) as usize).map_err(PlanError)?;
         let (requests, llm) = match self.llm {
             None => {
@@ -833,7 +916,14 @@ impl Spec {
             interval: self.interval,
             headers: self.headers,
             body_bytes: body.len(),
-            metrics: metrics(self.rate.is_some(), llm.is_some()),
+            metrics: metrics(
+                self.rate.is_some(),
+                llm.is_some(),
+                tls.is_some(),
+                self.close_each,
+            ),
+            close_each: self.close_each,
+            tls,
             rate: self.rate,
             max_in_flight: self.max_in_flight,
             slack: self.slack,
@@ -851,13 +941,15 @@ impl Spec {
 }
 
 /// The distributions a run records: the open-loop and LLM ones only when they apply.
-fn metrics(open_loop: bool, llm: bool) -> Vec<Metric> {
+fn metrics(open_loop: bool, llm: bool, tls: bool, close_each: bool) -> Vec<Metric> {
     Metric::ALL
         .into_iter()
         .filter(|m| match m.group() {
             MetricGroup::Every => true,
             MetricGroup::OpenLoop => open_loop,
             MetricGroup::Llm => llm,
+            MetricGroup::Tls => tls,
+            MetricGroup::Connects => tls || close_each,
         })
         .collect()
 }
@@ -1142,10 +1234,12 @@ mod tests {
             (t.host.as_str(), t.path.as_str(), t.authority.as_str()),
             ("::1", "/x?a=b&c", "[::1]:8080")
         );
-        assert!(parse_url("https://example.com/")
-            .unwrap_err()
-            .0
-            .contains("not supported yet"));
+        let t = parse_url("https://example.com/v1").unwrap();
+        assert_eq!(
+            (t.https, t.port, t.authority.as_str()),
+            (true, 443, "example.com")
+        );
+        assert!(!parse_url("http://example.com/").unwrap().https);
         assert!(parse_url("ftp://example.com/").is_err());
         assert!(parse_url("not a url").is_err());
         assert!(parse_url("http://").is_err());
@@ -1314,7 +1408,22 @@ mod tests {
     #[test]
     fn parse_rejects_bad_input() {
         let cases: &[(&[&str], &str)] = &[
-            (&["https://example.com/"], "https is not supported yet"),
+            (&["ftp://example.com/"], "use http:// or https://"),
+            (
+                &["http://example.com/", "--insecure"],
+                "--insecure applies to an https:// URL",
+            ),
+            (
+                &[
+                    "https://example.com/",
+                    "-k",
+                    "-H",
+                    "Connection: close",
+                    "-p",
+                    "2",
+                ],
+                "each connection carries one request",
+            ),
             (&["-n", "0", URL], "--conns must be at least 1"),
             (
                 &["--cores", "5", URL],

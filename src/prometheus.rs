@@ -97,6 +97,16 @@ fn describe(m: Metric) -> (&'static str, &'static str, &'static [f64]) {
             "Ollama: total - load - prompt eval - eval (time queued)",
             LATENCY_BUCKETS,
         ),
+        Metric::Connect => (
+            "connect_seconds",
+            "TCP connects (https:// runs and Connection: close)",
+            LATENCY_BUCKETS,
+        ),
+        Metric::TlsHandshake => (
+            "tls_handshake_seconds",
+            "https://: TLS handshakes, from connected to the handshake's end",
+            LATENCY_BUCKETS,
+        ),
     }
 }
 

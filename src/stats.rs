@@ -44,10 +44,13 @@ pub enum ErrorKind {
     Stream,
     /// LLM: the body ended before the stream's end (`done`, `[DONE]` or a finish reason).
     Truncated,
+    /// TLS failed: the handshake (certificate, alert, a port that does not speak TLS) or a
+    /// record after it; or a plain `http://` request got a TLS answer.
+    Tls,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 9] = [
+    pub const ALL: [ErrorKind; 10] = [
         ErrorKind::Connect,
         ErrorKind::Timeout,
         ErrorKind::Read,
@@ -57,6 +60,7 @@ impl ErrorKind {
         ErrorKind::ClosedBeforeResponse,
         ErrorKind::Stream,
         ErrorKind::Truncated,
+        ErrorKind::Tls,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -69,6 +73,7 @@ impl ErrorKind {
             ErrorKind::ClosedBeforeResponse => "closed_before_response",
             ErrorKind::Stream => "stream",
             ErrorKind::Truncated => "truncated",
+            ErrorKind::Tls => "tls",
         }
     }
 }
@@ -96,10 +101,14 @@ pub enum Metric {
     ServerEval,
     /// Ollama: total - load - prompt eval - eval, the time spent waiting in its queue.
     ServerQueue,
+    /// TCP connect, from the socket's creation to the connection being established.
+    Connect,
+    /// `https://`: the TLS handshake, after the connect.
+    TlsHandshake,
 }
 
 impl Metric {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 13;
     pub const ALL: [Metric; Metric::COUNT] = [
         Metric::Latency,
         Metric::LatencyUncorrected,
@@ -112,11 +121,15 @@ impl Metric {
         Metric::ServerPromptEval,
         Metric::ServerEval,
         Metric::ServerQueue,
+        Metric::Connect,
+        Metric::TlsHandshake,
     ];
     /// Which runs keep this distribution.
     pub fn group(self) -> MetricGroup {
         match self {
             Metric::Latency => MetricGroup::Every,
+            Metric::Connect => MetricGroup::Connects,
+            Metric::TlsHandshake => MetricGroup::Tls,
             Metric::LatencyUncorrected | Metric::SendLag => MetricGroup::OpenLoop,
             _ => MetricGroup::Llm,
         }
@@ -136,6 +149,8 @@ impl Metric {
             Metric::ServerPromptEval => "server_prompt_eval_us",
             Metric::ServerEval => "server_eval_us",
             Metric::ServerQueue => "server_queue_us",
+            Metric::Connect => "connect_us",
+            Metric::TlsHandshake => "tls_handshake_us",
         }
     }
 }
@@ -146,6 +161,12 @@ pub enum MetricGroup {
     Every,
     OpenLoop,
     Llm,
+    /// `https://` runs.
+    Tls,
+    /// Runs where connecting is part of what is measured: `https://`, or a `Connection:
+    /// close` header (a plain keep-alive run connects once per connection and keeps the
+    /// histogram's memory).
+    Connects,
 }
 
 /// One histogram per enabled metric.
@@ -225,6 +246,9 @@ pub struct Counters {
     /// Connections closed because the server sent bytes while none of our requests was in
     /// flight (they answer nothing of ours).
     pub unsolicited: u64,
+    /// `https://`: handshakes completed, and those of them that resumed a session.
+    pub tls_handshakes: u64,
+    pub tls_resumed: u64,
     /// LLM: generated tokens (the server's count when it gives one, else token events).
     pub tokens: u64,
     /// LLM: responses whose token count came from the server, and from counting events.
@@ -265,6 +289,8 @@ impl Default for Counters {
             conns_opened: 0,
             reconnects: 0,
             unsolicited: 0,
+            tls_handshakes: 0,
+            tls_resumed: 0,
             tokens: 0,
             tokens_by_server: 0,
             tokens_by_events: 0,
@@ -333,6 +359,8 @@ impl Counters {
             (&mut self.conns_opened, other.conns_opened),
             (&mut self.reconnects, other.reconnects),
             (&mut self.unsolicited, other.unsolicited),
+            (&mut self.tls_handshakes, other.tls_handshakes),
+            (&mut self.tls_resumed, other.tls_resumed),
             (&mut self.tokens, other.tokens),
             (&mut self.tokens_by_server, other.tokens_by_server),
             (&mut self.tokens_by_events, other.tokens_by_events),

@@ -566,7 +566,10 @@ fn bad_input_is_rejected_with_one_line() {
     let own_checks: &[(&[&str], &str)] = &[
         (&["not a url", "--requests", "1"], ""),
         (&["ftp://127.0.0.1/", "--requests", "1"], "ftp"),
-        (&["https://127.0.0.1/", "--requests", "1"], "TLS"),
+        (
+            &["https://127.0.0.1/", "-k", "--cacert", "/x.pem", "-r", "1"],
+            "--insecure",
+        ),
         (
             &["http://nonexistent.invalid/", "--requests", "1"],
             "nonexistent.invalid",

@@ -7,7 +7,7 @@
 //! allocation, no locks, no atomics.
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, BufRead, Write};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -16,6 +16,7 @@ use super::shard::{Abort, Shard, Ticket};
 use crate::http::response::{ParseError, Progress, ResponseHead, ResponseParser, MAX_HEAD};
 use crate::rt::{self, Stream};
 use crate::stats::{ErrorKind, Metric};
+use crate::tls;
 
 /// A connection's own buffer, for what it received but could not parse yet (most often
 /// nothing: it is allocated at the first such piece). It grows, up to what a response
@@ -116,6 +117,9 @@ struct Conn {
     shard: Rc<Shard>,
     idx: usize,
     stream: Option<Stream>,
+    /// `https://`: the TLS state of `stream` (boxed: rustls' connection is large, and a
+    /// plain connection carries only the empty pointer).
+    tls: Option<Box<rustls::ClientConnection>>,
     ever_connected: bool,
     backoff: Duration,
     buf: Vec<u8>,
@@ -169,6 +173,7 @@ impl Conn {
         Conn {
             idx,
             stream: None,
+            tls: None,
             ever_connected: false,
             backoff: BACKOFF_MIN,
             buf: Vec::new(),
@@ -231,7 +236,7 @@ impl Conn {
         let Some(stream) = self.stream.as_ref() else {
             return broken;
         };
-        if self.start < self.end {
+        if self.start < self.end || self.tls.is_some() {
             return broken;
         }
         let shard = self.shard.clone();
@@ -338,6 +343,7 @@ impl Conn {
         let mut failure = None;
         for k in 0..addrs.len() {
             let i = (first + k) % addrs.len();
+            let began = self.clock();
             let connected = Stream::connect(addrs[i], self.shard.setup.connect_timeout).await;
             let stream = match connected {
                 Ok(stream) => Some(stream),
@@ -352,13 +358,22 @@ impl Conn {
                     let _ = stream.stamp_arrivals();
                 }
                 self.shard.preferred_addr.set(i);
-                let mut counters = self.shard.counters.borrow_mut();
-                counters.conns_opened += 1;
-                if self.ever_connected {
-                    counters.reconnects += 1;
+                let connected_at = self.clock();
+                self.shard
+                    .hists
+                    .borrow_mut()
+                    .record(Metric::Connect, connected_at - began);
+                {
+                    let mut counters = self.shard.counters.borrow_mut();
+                    counters.conns_opened += 1;
+                    if self.ever_connected {
+                        counters.reconnects += 1;
+                    }
                 }
-                drop(counters);
                 self.ever_connected = true;
+                if self.shard.tls.is_some() {
+                    self.tls = Some(self.handshake(&stream).await?);
+                }
                 self.backoff = BACKOFF_MIN;
                 self.stream = Some(stream);
                 return Ok(());
@@ -371,6 +386,57 @@ impl Conn {
                 .record_error_message(ErrorKind::Connect, &e);
         }
         Err(Broken::Fail(ErrorKind::Connect))
+    }
+
+    /// `https://`: the TLS handshake on a new connection, within `--connect-timeout`.
+    async fn handshake(&self, stream: &Stream) -> Result<Box<rustls::ClientConnection>, Broken> {
+        let (config, name) = self.shard.tls.as_ref().expect("an https:// target");
+        let began = self.clock();
+        let fail = |why: &dyn std::fmt::Display| {
+            self.shard
+                .counters
+                .borrow_mut()
+                .record_error_message(ErrorKind::Tls, why);
+            Broken::Fail(ErrorKind::Tls)
+        };
+        let mut conn = match rustls::ClientConnection::new(config.clone(), name.clone()) {
+            Ok(c) => Box::new(c),
+            Err(e) => return Err(fail(&tls::Failure::Tls(e))),
+        };
+        // Requests are written whole and flushed at once (see `send`).
+        conn.set_buffer_limit(None);
+        let timeout = self.shard.setup.connect_timeout;
+        let done = futures_lite::future::or(
+            async { Some(tls::handshake(&mut conn, stream).await) },
+            async {
+                rt::sleep(timeout).await;
+                None
+            },
+        )
+        .await;
+        let (sent, received) = match done {
+            Some(Ok(bytes)) => bytes,
+            Some(Err(e)) => return Err(fail(&e)),
+            None => {
+                return Err(fail(&format_args!(
+                    "no TLS handshake within --connect-timeout {} (does the port speak TLS?)",
+                    humantime::format_duration(timeout)
+                )))
+            }
+        };
+        let now = self.clock();
+        self.shard
+            .hists
+            .borrow_mut()
+            .record(Metric::TlsHandshake, now - began);
+        let mut counters = self.shard.counters.borrow_mut();
+        counters.tls_handshakes += 1;
+        counters.bytes_written += sent as u64;
+        counters.bytes_read += received as u64;
+        if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+            counters.tls_resumed += 1;
+        }
+        Ok(conn)
     }
 
     /// Write every request of the window that is not on the wire yet. A lone request (no
@@ -435,9 +501,18 @@ impl Conn {
 
     async fn send(&mut self, bytes: &[u8]) -> Result<(), Broken> {
         let stream = self.stream.as_mut().expect("connected before writing");
-        match stream.write_all(bytes).await {
-            Ok(()) => {
-                self.shard.counters.borrow_mut().bytes_written += bytes.len() as u64;
+        // Bytes on the wire: with TLS, the records (and what was left of the handshake).
+        let written = match self.tls.as_mut() {
+            None => stream.write_all(bytes).await.map(|()| bytes.len()),
+            // Encrypted into rustls' buffer (no limit: see `handshake`), then sent.
+            Some(conn) => match conn.writer().write_all(bytes) {
+                Ok(()) => tls::flush(conn, stream).await,
+                Err(e) => Err(e),
+            },
+        };
+        match written {
+            Ok(n) => {
+                self.shard.counters.borrow_mut().bytes_written += n as u64;
                 Ok(())
             }
             Err(e) => Err(self.io_failure(ErrorKind::Write, &e)),
@@ -448,6 +523,9 @@ impl Conn {
     /// buffer and parsed there; only a piece that cannot be parsed yet (a head cut in two)
     /// is kept in the connection's own buffer, and what follows it is read after it.
     async fn read(&mut self) -> Result<(), Broken> {
+        if self.shard.tls.is_some() {
+            return self.read_tls().await;
+        }
         loop {
             if self.start < self.end {
                 let buf = std::mem::take(&mut self.buf);
@@ -503,6 +581,91 @@ impl Conn {
         }
     }
 
+    /// `read` over TLS: rustls reads the socket into its own buffer and decrypts there, and
+    /// the plaintext is parsed where it lies (only a head cut in two is copied, as above).
+    async fn read_tls(&mut self) -> Result<(), Broken> {
+        let mut conn = self.tls.take().expect("a TLS connection before reading");
+        let read = self.read_tls_with(&mut conn).await;
+        self.tls = Some(conn);
+        read
+    }
+
+    async fn read_tls_with(&mut self, conn: &mut rustls::ClientConnection) -> Result<(), Broken> {
+        loop {
+            // What rustls has decrypted already, one record's plaintext at a time.
+            loop {
+                let chunk = match conn.reader().into_first_chunk() {
+                    // The server's close_notify.
+                    Ok([]) => return Err(self.eof()),
+                    Ok(chunk) => chunk,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    // The end of the stream without a close_notify.
+                    Err(_) => return Err(self.eof()),
+                };
+                let n = chunk.len();
+                let completed = if self.start < self.end {
+                    self.append(chunk)?;
+                    let buf = std::mem::take(&mut self.buf);
+                    let parsed = self.parse(&buf[self.start..self.end]);
+                    self.buf = buf;
+                    let (consumed, completed) = parsed?;
+                    self.start += consumed;
+                    self.compact();
+                    completed
+                } else {
+                    let (consumed, completed) = self.parse(chunk)?;
+                    self.keep(&chunk[consumed..]);
+                    completed
+                };
+                conn.reader().consume(n);
+                if completed {
+                    return Ok(());
+                }
+            }
+            let stream = self.stream.as_ref().expect("connected before reading");
+            let mut arrived = None;
+            let stamps = self.shard.stamps.then_some(&mut arrived);
+            let n = match tls::read_some_stamped(conn, stream, stamps).await {
+                Ok(n) => n,
+                Err(e) => return Err(self.io_failure(ErrorKind::Read, &e)),
+            };
+            let now = self.clock();
+            self.read_at = arrived.map_or(now, |at| arrival(now, at));
+            self.shard.counters.borrow_mut().bytes_read += n as u64;
+            if let Err(e) = conn.process_new_packets() {
+                self.shard
+                    .counters
+                    .borrow_mut()
+                    .record_error_message(ErrorKind::Tls, &tls::Failure::Tls(e));
+                let _ = tls::flush(conn, stream).await;
+                return Err(Broken::Fail(ErrorKind::Tls));
+            }
+        }
+    }
+
+    /// Add `more` after the bytes kept (a head cut in two) in the connection's buffer.
+    fn append(&mut self, more: &[u8]) -> Result<(), Broken> {
+        if self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end > MAX_HEAD {
+            self.shard
+                .counters
+                .borrow_mut()
+                .record_error_message(ErrorKind::Parse, &ParseError::HeadTooLarge);
+            return Err(Broken::Fail(ErrorKind::Parse));
+        }
+        let need = self.end + more.len();
+        if self.buf.len() < need {
+            self.buf.resize(need.max(READ_BUF), 0);
+        }
+        self.buf[self.end..need].copy_from_slice(more);
+        self.end = need;
+        Ok(())
+    }
+
     /// Feed `data` to the parser, completing responses while requests are in flight.
     /// Returns how much of it was used and whether a response was completed.
     fn parse(&mut self, data: &[u8]) -> Result<(usize, bool), Broken> {
@@ -537,6 +700,15 @@ impl Conn {
                     if !self.complete(head) {
                         return Err(Broken::Closed);
                     }
+                }
+                // A TLS record where a response should begin: a TLS port, asked in plain
+                // HTTP (its alert, or a handshake).
+                Err(_) if self.shard.tls.is_none() && tls::looks_like_tls(&data[pos..]) => {
+                    self.shard.counters.borrow_mut().record_error_message(
+                        ErrorKind::Tls,
+                        &"the server answered with TLS: the port speaks TLS, use https://",
+                    );
+                    return Err(Broken::Fail(ErrorKind::Tls));
                 }
                 Err(e) => {
                     self.shard
@@ -599,7 +771,9 @@ impl Conn {
             .front()
             .map(|f| f.sent + self.shard.setup.timeout);
         self.watch().deadline.set(next_deadline);
-        head.keep_alive
+        // A `Connection: close` request header: one request per connection, whatever the
+        // server says.
+        head.keep_alive && !self.shard.setup.close_each
     }
 
     /// The peer closed the connection: maybe that ends a close-delimited body; maybe no
@@ -673,7 +847,7 @@ impl Conn {
                 self.window.clear();
                 self.shard.counters.borrow_mut().record_error(kind, n);
                 self.shard.release(n);
-                if kind == ErrorKind::Connect {
+                if matches!(kind, ErrorKind::Connect | ErrorKind::Tls) {
                     let nap = self.backoff;
                     self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
                     let mut wake = Instant::now() + nap;
@@ -691,6 +865,7 @@ impl Conn {
         self.watch().deadline.set(None);
         self.watch().cancel.reset();
         self.stream = None;
+        self.tls = None;
         self.start = 0;
         self.end = 0;
         self.parser.reset(self.shard.setup.head);

@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
@@ -80,6 +81,12 @@ pub(crate) struct Shard {
     /// across an await): one buffer that stays in cache instead of one per connection.
     /// A connection keeps only what it could not parse yet (`Conn::buf`).
     pub rbuf: RefCell<Box<[u8]>>,
+    /// `https://`: this shard's TLS configuration (its own session cache) and the name the
+    /// server's certificate must carry.
+    pub tls: Option<(
+        Arc<rustls::ClientConfig>,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 impl Shard {
@@ -236,6 +243,12 @@ pub(crate) async fn run(setup: ShardSetup, start: Instant, tx: Sender<Snapshot>)
         seq: Cell::new(0),
         next_snapshot: Cell::new(start + setup.interval),
         rbuf: RefCell::new(vec![0; RBUF].into_boxed_slice()),
+        tls: setup.tls.as_ref().map(|t| {
+            (
+                crate::tls::for_shard(&t.config, t.resume),
+                t.server_name.clone(),
+            )
+        }),
         start,
         setup,
     });

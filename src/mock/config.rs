@@ -52,6 +52,12 @@ pub struct MockArgs {
     /// body; 0s waits forever
     #[arg(long, default_value = "120s")]
     pub idle_timeout: String,
+    /// Serve TLS (https://) with this PEM certificate chain, with --tls-key
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 /// A validated configuration (see `MockArgs` for the meaning of each field).
@@ -73,6 +79,8 @@ pub struct MockConfig {
     pub header_timeout: Duration,
     /// Zero: no limit.
     pub idle_timeout: Duration,
+    /// Serve TLS with this configuration (`--tls-cert/--tls-key`).
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 impl MockConfig {
@@ -92,6 +100,7 @@ impl MockConfig {
             no_done: false,
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            tls: None,
         }
     }
 }
@@ -125,6 +134,8 @@ pub enum MockError {
         #[source]
         source: io::Error,
     },
+    #[error("{0}")]
+    Tls(String),
     #[error("mock: executor failed: {0}")]
     Executor(String),
 }
@@ -183,6 +194,12 @@ impl MockArgs {
             });
         }
         let cpus = cpus.into_iter().take(cores).collect();
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(crate::tls::server_config(cert, key).map_err(MockError::Tls)?)
+            }
+            _ => None,
+        };
         Ok(MockConfig {
             tokens: self.tokens,
             ttft,
@@ -195,6 +212,7 @@ impl MockArgs {
             no_done: self.no_done,
             header_timeout,
             idle_timeout,
+            tls,
             ..MockConfig::new(listen, cpus)
         })
     }

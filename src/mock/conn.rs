@@ -37,8 +37,16 @@ const FLUSH_AT: usize = 64 << 10;
 
 /// Serves one accepted connection until the client closes it or the server stops.
 pub(crate) async fn serve(core: Rc<Core>, stream: Stream) {
+    let tls = match &core.cfg.tls {
+        None => None,
+        Some(config) => match handshake(&core, config, &stream).await {
+            Some(tls) => Some(tls),
+            None => return,
+        },
+    };
     let mut conn = Conn {
         stream,
+        tls,
         buf: vec![0; READ_INIT],
         start: 0,
         end: 0,
@@ -64,8 +72,56 @@ enum Next {
     Generate(GenSpec, ConnMode, bool),
 }
 
+/// `--tls-cert`: the TLS handshake of an accepted connection, within `--header-timeout`.
+/// None when it failed (rustls has sent the client its alert) or timed out.
+async fn handshake(
+    core: &Core,
+    config: &std::sync::Arc<rustls::ServerConfig>,
+    stream: &Stream,
+) -> Option<Box<rustls::ServerConnection>> {
+    let mut tls = Box::new(rustls::ServerConnection::new(config.clone()).ok()?);
+    tls.set_buffer_limit(None);
+    let limit = core.cfg.header_timeout;
+    let shaken = async { crate::tls::handshake(&mut tls, stream).await.is_ok() };
+    let done = if limit.is_zero() {
+        shaken.await
+    } else {
+        or(shaken, async {
+            rt::sleep(limit).await;
+            false
+        })
+        .await
+    };
+    done.then_some(tls)
+}
+
+/// Read plaintext from a TLS connection into `buf`: Ok(0) at the end (close_notify, or
+/// the end of the stream).
+async fn tls_read(
+    tls: &mut rustls::ServerConnection,
+    stream: &Stream,
+    buf: &mut [u8],
+) -> io::Result<usize> {
+    use std::io::Read;
+    loop {
+        match tls.reader().read(buf) {
+            Ok(n) => return Ok(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+            Err(e) => return Err(e),
+        }
+        crate::tls::read_some(tls, stream).await?;
+        if let Err(e) = tls.process_new_packets() {
+            let _ = crate::tls::flush(tls, stream).await;
+            return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+        }
+    }
+}
+
 struct Conn {
     stream: Stream,
+    /// `--tls-cert`: the TLS state of `stream`.
+    tls: Option<Box<rustls::ServerConnection>>,
     /// Received bytes are `buf[start..end]`; `want` is how many the request needs, if known.
     buf: Vec<u8>,
     start: usize,
@@ -272,6 +328,10 @@ impl Conn {
     /// Send what is buffered, then the FIN (the client reads to the end).
     async fn flush_and_close(&mut self) -> io::Result<()> {
         self.flush().await?;
+        if let Some(tls) = &mut self.tls {
+            tls.send_close_notify();
+            crate::tls::flush(tls, &self.stream).await?;
+        }
         self.stream.shutdown(Shutdown::Write)
     }
 
@@ -373,7 +433,10 @@ impl Conn {
                 self.buf.resize(len, 0);
             }
         }
-        let n = self.stream.read(&mut self.buf[self.end..]).await?;
+        let n = match &mut self.tls {
+            None => self.stream.read(&mut self.buf[self.end..]).await?,
+            Some(tls) => tls_read(tls, &self.stream, &mut self.buf[self.end..]).await?,
+        };
         self.end += n;
         Ok(n > 0)
     }
@@ -401,7 +464,14 @@ impl Conn {
 
     async fn flush(&mut self) -> io::Result<()> {
         if !self.out.is_empty() {
-            self.stream.write_all(&self.out).await?;
+            match &mut self.tls {
+                None => self.stream.write_all(&self.out).await?,
+                Some(tls) => {
+                    use std::io::Write;
+                    tls.writer().write_all(&self.out)?;
+                    crate::tls::flush(tls, &self.stream).await?;
+                }
+            }
             self.out.clear();
             if self.out.capacity() > BUF_KEEP {
                 self.out = Vec::with_capacity(OUT_INIT);

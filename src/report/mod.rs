@@ -43,6 +43,11 @@ pub struct Connections {
     pub reconnects: u64,
     /// Closed because the server sent bytes while no request of ours was in flight.
     pub unsolicited: u64,
+    /// `https://` only: TLS handshakes completed, and how many of them resumed a session.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_handshakes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_resumed: Option<u64>,
 }
 
 /// Open loop: did blast send what it was asked to? If not, the latencies describe blast's
@@ -457,6 +462,8 @@ impl Report {
                 opened: totals.conns_opened,
                 reconnects: totals.reconnects,
                 unsolicited: totals.unsolicited,
+                tls_handshakes: plan.tls.as_ref().map(|_| totals.tls_handshakes),
+                tls_resumed: plan.tls.as_ref().map(|_| totals.tls_resumed),
             },
             client_cpu_us_per_request: if totals.completed > 0 {
                 cost.cpu.as_secs_f64() * 1e6 / totals.completed as f64

@@ -151,8 +151,13 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
     }
     writeln!(
         w,
-        "  Connections    {} opened, {} reconnects",
-        r.connections.opened, r.connections.reconnects
+        "  Connections    {} opened, {} reconnects{}",
+        r.connections.opened,
+        r.connections.reconnects,
+        match (r.connections.tls_handshakes, r.connections.tls_resumed) {
+            (Some(h), Some(res)) => format!(", {h} TLS handshakes ({res} resumed)"),
+            _ => String::new(),
+        }
     )?;
     writeln!(
         w,

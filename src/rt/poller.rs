@@ -615,6 +615,44 @@ impl Stream {
         }
     }
 
+    /// Wait until a write may go (or fail). For callers that drive their own writes
+    /// (`try_write`), such as a TLS connection flushing its records.
+    pub fn writable(&self) -> impl Future<Output = ()> + '_ {
+        poll_fn(|cx| self.reg.poll_ready(OUT, cx))
+    }
+
+    /// One send of `buf` without waiting; None when the socket has no room (it waits for
+    /// its next edge then: see `writable`).
+    pub fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
+        loop {
+            // SAFETY: `buf` is valid for reads of `buf.len()` bytes; sendto does not write it.
+            let n = unsafe {
+                transfer(
+                    libc::SYS_sendto,
+                    self.as_raw_fd(),
+                    buf.as_ptr().cast_mut(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                )
+            };
+            if n == 0 && !buf.is_empty() {
+                return Some(Err(io::ErrorKind::WriteZero.into()));
+            }
+            if n >= 0 {
+                let n = n as usize;
+                if n < buf.len() {
+                    self.reg.clear(OUT);
+                }
+                return Some(Ok(n));
+            }
+            match self.reg.retry(OUT, io::Error::last_os_error()) {
+                Ok(true) => return None,
+                Ok(false) => {}
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
     /// The kernel has said that the peer closed or reset the connection (an event this
     /// thread already collected: no syscall). A read would find the end or the error.
     pub fn peer_closed(&self) -> bool {
