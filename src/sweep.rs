@@ -436,6 +436,22 @@ pub fn judge(f: &Figures, c: &Criteria, retried: bool) -> Outcome {
         return Outcome::Stop(SweepLimit::Server, f.limited_why.clone());
     }
     if let Some(limit) = c.p99_limit_us.filter(|l| f.p99_us > *l) {
+        // The latency counts from the intended send: blast's own lateness is in that p99.
+        if f.limited_by == Some(Limit::Client) {
+            if !retried {
+                return Outcome::Retry(f.conns);
+            }
+            return Outcome::Stop(
+                SweepLimit::Client,
+                format!(
+                    "p99 {} at {offered:.1} req/s passed the bound {} while blast itself was \
+                     late sending ({}): the bound may have been passed by blast's lateness",
+                    ms(f.p99_us),
+                    ms(limit),
+                    f.limited_why
+                ),
+            );
+        }
         return Outcome::Stop(
             SweepLimit::Server,
             format!(
@@ -1090,6 +1106,16 @@ mod tests {
             ..figures()
         };
         assert_eq!(judge(&late, &criteria(), false), Outcome::Held);
+        // ... but a p99 past the bound may be blast's own lateness: once more, then client.
+        let late_and_slow = Figures {
+            p99_us: 50_001,
+            ..late.clone()
+        };
+        assert_eq!(judge(&late_and_slow, &criteria(), false), Outcome::Retry(8));
+        assert_eq!(
+            limit_of(judge(&late_and_slow, &criteria(), true)),
+            SweepLimit::Client
+        );
         let short = Figures {
             sent_rps: Some(90.0),
             ..late
