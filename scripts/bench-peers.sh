@@ -74,10 +74,22 @@ find_oha() {
     fi
 }
 OHA="$(find_oha)"
+# Only cases 1-4 and 8 run oha: a `--cases` list without them does not wait for its build.
+CASES=""
+for ((k = 0; k < ${#PASS[@]}; k++)); do
+    case "${PASS[k]}" in
+        --cases) CASES="${PASS[k + 1]:-}" ;;
+        --cases=*) CASES="${PASS[k]#*=}" ;;
+    esac
+done
+NEED_OHA=1
+if [ -n "$CASES" ] && ! [[ ",$CASES," =~ ,(1|2|3|4|8), ]]; then
+    NEED_OHA=0
+fi
 OHA_LOG=/tmp/oha_install.log
 oha_log_done() { [[ "$(tail -n 1 "$OHA_LOG" 2>/dev/null)" =~ ^exit\ [0-9]+ ]]; }
 oha_installing() { pgrep -f 'cargo install oha' >/dev/null 2>&1; }
-if [ -z "$OHA" ] && [ -f "$OHA_LOG" ] && ! oha_log_done && oha_installing; then
+if [ "$NEED_OHA" = 1 ] && [ -z "$OHA" ] && [ -f "$OHA_LOG" ] && ! oha_log_done && oha_installing; then
     # Someone else's `cargo install oha` is in progress: wait for it (at most 30 min).
     say "waiting for the oha install in progress ($OHA_LOG)"
     for _ in $(seq 360); do
@@ -87,7 +99,7 @@ if [ -z "$OHA" ] && [ -f "$OHA_LOG" ] && ! oha_log_done && oha_installing; then
     done
     OHA="$(find_oha)"
 fi
-if [ -z "$OHA" ]; then
+if [ "$NEED_OHA" = 1 ] && [ -z "$OHA" ]; then
     say "installing oha (cargo install oha --locked)"
     if timeout 1800 cargo install oha --locked >&2; then
         OHA="$(find_oha)"
