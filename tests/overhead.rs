@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use common::{
-    closed_port, parse_request, read_more, run_blast, temp_path, Acceptor, Behaviour, TestServer,
+    closed_port, parse_request, read_more, run_blast, signal_after, temp_path, Acceptor, Behaviour,
+    TestServer,
 };
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
@@ -498,7 +499,7 @@ fn ctrl_c_still_reports() {
     let upstream = TestServer::start(Behaviour::keep_alive());
     let url = upstream.url("/");
     let path = temp_path("overhead-int.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+    let child = Command::new(env!("CARGO_BIN_EXE_blast"))
         .args([
             "overhead",
             "--via",
@@ -516,28 +517,8 @@ fn ctrl_c_still_reports() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn blast");
-    thread::sleep(Duration::from_millis(1500));
-    // SAFETY: kill(2) on our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("blast overhead did not stop within 10 s of Ctrl-C");
-        }
-        thread::sleep(MS(20));
-    };
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
-    assert_eq!(status.code(), Some(130), "{out}");
+    let (code, out, ..) = signal_after(child, Duration::from_millis(1500), libc::SIGINT);
+    assert_eq!(code, Some(130), "{out}");
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("JSON written"))
         .expect("valid JSON");
     let _ = std::fs::remove_file(&path);

@@ -13,7 +13,6 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -470,12 +469,10 @@ fn watch_stops_on_sigterm() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn blast watch");
-    thread::sleep(Duration::from_millis(800));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-    let out = wait_bounded(child);
-    assert_exit(&out, 143);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("test_scrapes_total"));
+    let (code, stdout, err, _) =
+        common::signal_after(child, Duration::from_millis(800), libc::SIGTERM);
+    assert_eq!(code, Some(143), "{err}");
+    assert!(stdout.contains("test_scrapes_total"), "{stdout}");
 }
 
 /// Ctrl-C mid-run: the run reports (exit 130), and its end scrape still comes, so the
@@ -500,15 +497,12 @@ fn ctrl_c_still_reads_the_target_at_the_end() {
             &server.url("/load"),
         ])
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn blast");
-    thread::sleep(Duration::from_millis(1000));
-    // SAFETY: signalling our own child, not yet reaped.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let out = wait_bounded(child);
-    assert_exit(&out, 130);
+    let (code, _, err, _) = common::signal_after(child, Duration::from_millis(1000), libc::SIGINT);
+    assert_eq!(code, Some(130), "{err}");
     let doc: Value =
         serde_json::from_slice(&std::fs::read(&json).expect("the JSON file")).expect("valid JSON");
     let _ = std::fs::remove_file(&json);
@@ -522,20 +516,4 @@ fn ctrl_c_still_reads_the_target_at_the_end() {
         .as_f64()
         .unwrap_or_else(|| panic!("{doc:#}"));
     assert_eq!(counted, received as f64);
-}
-
-/// Wait for a child with a hard deadline.
-fn wait_bounded(mut child: std::process::Child) -> std::process::Output {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("blast still running 15s after the signal");
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
 }

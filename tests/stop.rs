@@ -3,13 +3,12 @@
 
 mod common;
 
-use std::io::Read;
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_two_line_error, run_blast, Acceptor, Behaviour, TestServer, HARD_TIMEOUT};
+use common::{assert_two_line_error, run_blast, signal_after, Acceptor, Behaviour, TestServer};
 use serde_json::Value;
 
 /// A blast process started with `args`, stdout and stderr piped.
@@ -21,49 +20,6 @@ fn spawn(args: &[&str]) -> Child {
         .stderr(Stdio::piped())
         .spawn()
         .expect("cannot spawn blast")
-}
-
-/// Send `sig` to `child` after `after`, then wait for it: its exit code, stdout, stderr and
-/// how long it took to exit after the signal.
-fn signal_after(
-    mut child: Child,
-    after: Duration,
-    sig: libc::c_int,
-) -> (Option<i32>, String, String, Duration) {
-    let mut out = child.stdout.take().expect("piped stdout");
-    let mut err = child.stderr.take().expect("piped stderr");
-    let out = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = out.read_to_string(&mut s);
-        s
-    });
-    let err = thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        s
-    });
-    thread::sleep(after);
-    // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
-    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait for blast") {
-            break status;
-        }
-        if signalled.elapsed() > HARD_TIMEOUT {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("blast still running {HARD_TIMEOUT:?} after signal {sig}: killed");
-        }
-        thread::sleep(Duration::from_millis(2));
-    };
-    let took = signalled.elapsed();
-    (
-        status.code(),
-        out.join().unwrap(),
-        err.join().unwrap(),
-        took,
-    )
 }
 
 fn u(doc: &Value, path: &str) -> u64 {

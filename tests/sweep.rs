@@ -340,7 +340,7 @@ fn ctrl_c_stops_the_sweep_and_keeps_what_it_measured() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let server = Server::start(slots(4, Duration::from_millis(10)));
     let path = temp_path("sweep-int.json");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+    let child = Command::new(env!("CARGO_BIN_EXE_blast"))
         .args([
             "sweep",
             &server.url("/"),
@@ -355,20 +355,10 @@ fn ctrl_c_stops_the_sweep_and_keeps_what_it_measured() {
         .spawn()
         .expect("spawn blast");
     // Into the second step (the ceiling probe).
-    thread::sleep(Duration::from_millis(1500));
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait") {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "blast sweep ignored Ctrl-C");
-        thread::sleep(Duration::from_millis(20));
-    };
+    let (code, ..) = common::signal_after(child, Duration::from_millis(1500), libc::SIGINT);
     let text = std::fs::read_to_string(&path).expect("the sweep wrote its JSON");
     let _ = std::fs::remove_file(&path);
-    assert_eq!(status.code(), Some(130));
+    assert_eq!(code, Some(130));
     let doc: Value = serde_json::from_str(&text).expect("valid JSON");
     assert_eq!(text_of(&doc), "interrupted");
     assert!(!steps(&doc).is_empty());

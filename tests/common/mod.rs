@@ -990,3 +990,46 @@ fn wait_out_stall(b: &Behaviour, number: u64, shared: &Shared, stop: &AtomicBool
         None => true,
     }
 }
+
+/// Send `sig` to `child` after `after`, then wait for it: its exit code, stdout, stderr and
+/// how long it took to exit after the signal.
+pub fn signal_after(
+    mut child: std::process::Child,
+    after: Duration,
+    sig: libc::c_int,
+) -> (Option<i32>, String, String, Duration) {
+    let mut out = child.stdout.take().expect("piped stdout");
+    let mut err = child.stderr.take().expect("piped stderr");
+    let out = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    thread::sleep(after);
+    // SAFETY: kill(2) on the pid of a child this test owns and has not reaped.
+    assert_eq!(unsafe { libc::kill(child.id() as libc::pid_t, sig) }, 0);
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for blast") {
+            break status;
+        }
+        if signalled.elapsed() > HARD_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("blast still running {HARD_TIMEOUT:?} after signal {sig}: killed");
+        }
+        thread::sleep(Duration::from_millis(2));
+    };
+    let took = signalled.elapsed();
+    (
+        status.code(),
+        out.join().unwrap(),
+        err.join().unwrap(),
+        took,
+    )
+}
