@@ -640,10 +640,7 @@ impl Spec {
             other => other,
         };
         let slack = match (&args.slack, &rate) {
-            (Some(_), None) => {
-                return err("--slack applies to an open loop: add --rate (or --pattern, --stages)")
-            }
-            (Some(raw), Some(_)) => {
+            (Some(raw), _) => {
                 let d = parse_duration("--slack", raw)?;
                 if d > MAX_SLACK {
                     return err(format!(

@@ -823,6 +823,28 @@ fn responses_with_no_request_in_flight_are_parse_errors() {
     );
 }
 
+/// `--slack` in a closed loop (fewer wake-ups, which the server pays for too): the counts
+/// stay exact and the run stays a closed loop.
+#[test]
+fn a_closed_loop_with_slack_counts_exactly() {
+    let server = TestServer::start(Behaviour::keep_alive());
+    let (_, doc) = blast_json(&[
+        &server.url("/"),
+        "--conns",
+        "4",
+        "--requests",
+        "2000",
+        "--slack",
+        "500us",
+    ]);
+    let seen = server.counts();
+    assert_balanced(&doc);
+    assert_eq!(seen.requests, 2000, "requests the server received");
+    assert_eq!(num(&doc, "requests.completed"), 2000, "{doc:#}");
+    assert_eq!(doc["config"]["slack"], 0.0005, "{doc:#}");
+    assert!(doc["open_loop"].is_null(), "{doc:#}");
+}
+
 /// A second answer that comes while the connection is idle (the same goes for a server that
 /// speaks first) answers nothing of ours: the connection is closed and replaced, counted,
 /// and warned about, and the next request goes on the new one.
