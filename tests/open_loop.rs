@@ -1003,7 +1003,7 @@ fn bad_open_loop_input_is_rejected_before_any_connection() {
         ],
         &["--arrivals", "sometimes", "--rate", "10"],
         &["--seed", "-1", "--rate", "10"],
-        &["--slack", "1ms"],
+        &["--slack", "11ms"],
         &["--slack", "soon", "--rate", "10"],
         &["--slack", "11ms", "--rate", "10"],
     ];
