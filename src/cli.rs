@@ -403,11 +403,12 @@ pub struct RunArgs {
     )]
     pub max_in_flight: Option<u64>,
 
-    /// How late a send may be, to batch wake-ups [default: 150us]
+    /// How late a send may be, to batch wake-ups [default: 150us; closed loop: off]
     ///
     /// Sends and responses are handled in batches, one wake-up for many (CPU per request falls
     /// as it grows); 0 wakes for each. Latency is still measured from the intended send time
-    /// to the response's arrival. At most 10ms.
+    /// to the response's arrival. At most 10ms. In a closed loop, given by hand, it also
+    /// spares the server the cost of waking an idle blast for each response.
     #[arg(long, value_name = "D", help_heading = "Open loop")]
     pub slack: Option<String>,
 
