@@ -586,32 +586,13 @@ impl Stream {
         }
     }
 
-    /// One sendto of what `buf` holds: how much of it went.
+    /// One sendto of what `buf` holds: how much of it went, once the socket has room.
     fn poll_send(&self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         loop {
             ready!(self.reg.poll_ready(OUT, cx));
-            // SAFETY: `buf` is valid for reads of `buf.len()` bytes; sendto does not write it.
-            let n = unsafe {
-                transfer(
-                    libc::SYS_sendto,
-                    self.as_raw_fd(),
-                    buf.as_ptr().cast_mut(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-                )
-            };
-            if n == 0 {
-                return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+            if let Some(sent) = self.try_write(buf) {
+                return Poll::Ready(sent);
             }
-            if n > 0 {
-                let n = n as usize;
-                if n < buf.len() {
-                    // The send buffer is full: space freed later brings a new edge.
-                    self.reg.clear(OUT);
-                }
-                return Poll::Ready(Ok(n));
-            }
-            self.reg.retry(OUT, io::Error::last_os_error())?;
         }
     }
 
@@ -641,6 +622,7 @@ impl Stream {
             if n >= 0 {
                 let n = n as usize;
                 if n < buf.len() {
+                    // The send buffer is full: space freed later brings a new edge.
                     self.reg.clear(OUT);
                 }
                 return Some(Ok(n));
