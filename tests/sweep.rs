@@ -141,23 +141,9 @@ fn slows_past(rate: f64, fast: Duration, slow: Duration) -> Arc<Decide> {
 
 /// Run `blast sweep URL args... --quiet --json FILE` and read the document.
 fn sweep(url: &str, args: &[&str]) -> (common::Run, Value) {
-    let path = temp_path("sweep.json");
-    let path_text = path.to_str().expect("utf-8 temp path").to_string();
     let mut all = vec!["sweep", url];
     all.extend_from_slice(args);
-    all.extend(["--quiet", "--json", &path_text]);
-    let run = run_blast_within(&all, SWEEP_LIMIT);
-    let text = std::fs::read_to_string(&path);
-    let _ = std::fs::remove_file(&path);
-    let text = text.unwrap_or_else(|e| {
-        panic!(
-            "blast {all:?} wrote no JSON ({e}); exit {:?}, stderr:\n{}",
-            run.code(),
-            run.stderr()
-        )
-    });
-    let doc = serde_json::from_str(&text).expect("valid JSON");
-    (run, doc)
+    common::run_blast_json_within(&all, SWEEP_LIMIT)
 }
 
 fn steps(doc: &Value) -> &Vec<Value> {

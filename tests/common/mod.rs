@@ -181,11 +181,16 @@ pub fn blast_json(args: &[&str]) -> (Output, Value) {
 
 /// Like [`blast_json`], with the timing of the process.
 pub fn run_blast_json(args: &[&str]) -> (Run, Value) {
+    run_blast_json_within(args, HARD_TIMEOUT)
+}
+
+/// Like [`run_blast_json`], with a deadline of its own (see [`run_blast_within`]).
+pub fn run_blast_json_within(args: &[&str], limit: Duration) -> (Run, Value) {
     let path = temp_path("result.json");
     let path_text = path.to_str().expect("utf-8 temp path").to_string();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--quiet", "--json", &path_text]);
-    let run = run_blast(&all);
+    let run = run_blast_within(&all, limit);
     let text = std::fs::read_to_string(&path);
     let _ = std::fs::remove_file(&path);
     let text = text.unwrap_or_else(|e| {
