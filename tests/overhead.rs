@@ -263,6 +263,25 @@ impl Drop for Mock {
 // ---------------------------------------------------------------------------------------
 
 /// `blast overhead` with `args`, `--quiet --json`; its exit code, stdout and document.
+/// A streamed Ollama workload of `requests` per side at 40/s on 8 connections.
+fn streamed_overhead(via: &str, direct: &str, requests: u32) -> (Option<i32>, String, Value) {
+    let requests = requests.to_string();
+    overhead(&[
+        "--via",
+        via,
+        "--direct",
+        direct,
+        "--api",
+        "ollama-generate",
+        "--rate",
+        "40",
+        "--requests",
+        &requests,
+        "--conns",
+        "8",
+    ])
+}
+
 fn overhead(args: &[&str]) -> (Option<i32>, String, Value) {
     let path = temp_path("overhead.json");
     let path_text = path.to_str().expect("utf-8").to_string();
@@ -380,20 +399,7 @@ fn a_proxy_that_drops_tokens_is_flagged() {
         proxy.url("/api/generate"),
         format!("http://{}/api/generate", mock.addr()),
     );
-    let (code, stdout, doc) = overhead(&[
-        "--via",
-        &via,
-        "--direct",
-        &direct,
-        "--api",
-        "ollama-generate",
-        "--rate",
-        "40",
-        "--requests",
-        "60",
-        "--conns",
-        "8",
-    ]);
+    let (code, stdout, doc) = streamed_overhead(&via, &direct, 60);
     assert_eq!(code, Some(0), "{stdout}");
     let t = &doc["overhead"]["tokens"];
     assert_eq!(t["match"], false, "{t}");
@@ -415,20 +421,7 @@ fn a_proxy_that_drops_tokens_is_flagged() {
     // The same workload through a faithful proxy: no mismatch.
     let fair = Proxy::start(mock.addr(), Mode::Delay(Duration::ZERO));
     let via = fair.url("/api/generate");
-    let (code, stdout, doc) = overhead(&[
-        "--via",
-        &via,
-        "--direct",
-        &direct,
-        "--api",
-        "ollama-generate",
-        "--rate",
-        "40",
-        "--requests",
-        "40",
-        "--conns",
-        "8",
-    ]);
+    let (code, stdout, doc) = streamed_overhead(&via, &direct, 40);
     assert_eq!(code, Some(0), "{stdout}");
     assert_eq!(doc["overhead"]["tokens"]["match"], true, "{stdout}");
     assert!(
@@ -446,20 +439,7 @@ fn a_buffering_proxy_is_called_out() {
         proxy.url("/api/generate"),
         format!("http://{}/api/generate", mock.addr()),
     );
-    let (code, stdout, doc) = overhead(&[
-        "--via",
-        &via,
-        "--direct",
-        &direct,
-        "--api",
-        "ollama-generate",
-        "--rate",
-        "40",
-        "--requests",
-        "40",
-        "--conns",
-        "8",
-    ]);
+    let (code, stdout, doc) = streamed_overhead(&via, &direct, 40);
     assert_eq!(code, Some(0), "{stdout}");
     assert!(
         codes(&doc).contains(&"proxy_buffers_stream".to_string()),
