@@ -331,6 +331,18 @@ pub(crate) async fn read_some<D: SideData>(
     read_some_stamped(conn, stream, None).await
 }
 
+/// One read of what the socket holds into rustls, without waiting (`WouldBlock` when it
+/// holds nothing).
+pub(crate) fn read_now<D: SideData>(
+    conn: &mut ConnectionCommon<D>,
+    stream: &Stream,
+) -> io::Result<usize> {
+    conn.read_tls(&mut Stamped {
+        stream,
+        arrived: None,
+    })
+}
+
 /// `read_some`, and (with `arrived`) when the kernel says the bytes arrived (see
 /// `Stream::try_read_stamped`).
 pub(crate) async fn read_some_stamped<D: SideData>(

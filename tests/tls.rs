@@ -115,6 +115,19 @@ impl Counts {
 /// keep-alive unless the request says `Connection: close`. Its threads end with the test
 /// process (each connection has a read timeout).
 fn tls_server(config: Arc<rustls::ServerConfig>) -> (u16, Arc<Counts>) {
+    tls_server_with(config, Reply::Ok)
+}
+
+#[derive(Clone, Copy)]
+enum Reply {
+    /// 200 once the request head is in.
+    Ok,
+    /// 413 as soon as the head is in, then a reset, the body unread (as nginx does with a
+    /// body over `client_max_body_size`).
+    EarlyTooLarge,
+}
+
+fn tls_server_with(config: Arc<rustls::ServerConfig>, reply: Reply) -> (u16, Arc<Counts>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let counts = Arc::new(Counts::default());
@@ -124,13 +137,13 @@ fn tls_server(config: Arc<rustls::ServerConfig>) -> (u16, Arc<Counts>) {
             let Ok(tcp) = tcp else { continue };
             c.accepted.fetch_add(1, Ordering::SeqCst);
             let (c, config) = (c.clone(), config.clone());
-            thread::spawn(move || serve_tls(tcp, config, &c));
+            thread::spawn(move || serve_tls(tcp, config, &c, reply));
         }
     });
     (port, counts)
 }
 
-fn serve_tls(tcp: TcpStream, config: Arc<rustls::ServerConfig>, c: &Counts) {
+fn serve_tls(tcp: TcpStream, config: Arc<rustls::ServerConfig>, c: &Counts, reply: Reply) {
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     tcp.set_nodelay(true).unwrap();
     let conn = rustls::ServerConnection::new(config).unwrap();
@@ -157,6 +170,12 @@ fn serve_tls(tcp: TcpStream, config: Arc<rustls::ServerConfig>, c: &Counts) {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
             buf.drain(..end + 4);
             c.requests.fetch_add(1, Ordering::SeqCst);
+            if let Reply::EarlyTooLarge = reply {
+                let answer = b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n";
+                let _ = tls.write_all(answer).and_then(|()| tls.flush());
+                common::reset_on_close(&tls.sock);
+                return;
+            }
             let close = head.contains("\r\nconnection: close");
             let answer: &[u8] = if close {
                 b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
@@ -243,6 +262,35 @@ fn keep_alive_requests_over_tls_are_counted_exactly() {
         counts.alpn.lock().unwrap().as_deref(),
         Some(&b"http/1.1"[..])
     );
+}
+
+/// A server that answers 413 to a large body's head and resets the connection while blast
+/// is still writing: the response is read through TLS and counted, as over plain http.
+#[test]
+fn an_early_final_response_over_tls_is_counted() {
+    let pki = pki("early");
+    let (port, counts) = tls_server_with(server_config(&pki, false), Reply::EarlyTooLarge);
+    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
+    let (_, doc) = blast_json(&[
+        &format!("https://localhost:{port}/"),
+        "--cacert",
+        pki.ca.path_str(),
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ]);
+    assert_balanced(&doc);
+    assert_eq!(
+        counts.get(&counts.requests),
+        3,
+        "requests the server received"
+    );
+    assert_eq!(num(&doc, "requests.completed"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "status.413"), 3, "{doc:#}");
+    assert_eq!(num(&doc, "requests.failed"), 0, "{doc:#}");
 }
 
 #[test]

@@ -233,31 +233,69 @@ impl Conn {
     /// for a body too large, then a reset). Whatever response it sent is read and counted;
     /// `broken` stands for the rest.
     fn early_response(&mut self, broken: Broken) -> Broken {
-        let Some(stream) = self.stream.as_ref() else {
-            return broken;
-        };
-        if self.start < self.end || self.tls.is_some() {
+        if self.stream.is_none() || self.start < self.end {
             return broken;
         }
+        let parsed = match self.tls.take() {
+            None => self.early_plain(),
+            Some(mut conn) => {
+                let parsed = self.early_tls(&mut conn);
+                self.tls = Some(conn);
+                parsed
+            }
+        };
+        match parsed {
+            // Nothing came.
+            None => broken,
+            // The rest of the window was written, and will not be answered.
+            Some(Ok(true)) => Broken::Closed,
+            // Part of a response came: it did begin (its status is still counted).
+            Some(Ok(false)) if self.parser.in_progress() => match broken {
+                Broken::Closed => Broken::Fail(ErrorKind::Closed),
+                other => other,
+            },
+            Some(Ok(false)) => broken,
+            Some(Err(parse_failure)) => parse_failure,
+        }
+    }
+
+    /// What `early_response` finds on a plain connection: None when nothing came, else
+    /// whether a response was completed.
+    fn early_plain(&mut self) -> Option<Result<bool, Broken>> {
+        let stream = self.stream.as_ref()?;
         let shard = self.shard.clone();
         let mut rbuf = shard.rbuf.borrow_mut();
         let n = match stream.try_read(&mut rbuf[..]) {
             Some(Ok(n)) if n > 0 => n,
-            _ => return broken,
+            _ => return None,
         };
         self.read_at = self.clock();
         self.shard.counters.borrow_mut().bytes_read += n as u64;
-        match self.parse(&rbuf[..n]) {
-            // The rest of the window was written, and will not be answered.
-            Ok((_, true)) => Broken::Closed,
-            // Part of a response came: it did begin (its status is still counted).
-            Ok((_, false)) if self.parser.in_progress() => match broken {
-                Broken::Closed => Broken::Fail(ErrorKind::Closed),
-                other => other,
-            },
-            Ok((_, false)) => broken,
-            Err(parse_failure) => parse_failure,
+        Some(self.parse(&rbuf[..n]).map(|(_, completed)| completed))
+    }
+
+    /// `early_plain` over TLS: the records the socket holds, decrypted and parsed, without
+    /// waiting for more.
+    fn early_tls(&mut self, conn: &mut rustls::ClientConnection) -> Option<Result<bool, Broken>> {
+        let mut read = 0;
+        loop {
+            let stream = self.stream.as_ref()?;
+            let n = match tls::read_now(conn, stream) {
+                Ok(n) if n > 0 => n,
+                _ => break,
+            };
+            read += n;
+            self.read_at = self.clock();
+            self.shard.counters.borrow_mut().bytes_read += n as u64;
+            if conn.process_new_packets().is_err() {
+                break;
+            }
+            match self.parse_plaintext(conn) {
+                Ok(false) => {}
+                done => return Some(done),
+            }
         }
+        (read > 0).then_some(Ok(false))
     }
 
     /// Read the clock. Every event a connection records is timed by a reading taken here,
@@ -592,35 +630,8 @@ impl Conn {
 
     async fn read_tls_with(&mut self, conn: &mut rustls::ClientConnection) -> Result<(), Broken> {
         loop {
-            // What rustls has decrypted already, one record's plaintext at a time.
-            loop {
-                let chunk = match conn.reader().into_first_chunk() {
-                    // The server's close_notify.
-                    Ok([]) => return Err(self.eof()),
-                    Ok(chunk) => chunk,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    // The end of the stream without a close_notify.
-                    Err(_) => return Err(self.eof()),
-                };
-                let n = chunk.len();
-                let completed = if self.start < self.end {
-                    self.append(chunk)?;
-                    let buf = std::mem::take(&mut self.buf);
-                    let parsed = self.parse(&buf[self.start..self.end]);
-                    self.buf = buf;
-                    let (consumed, completed) = parsed?;
-                    self.start += consumed;
-                    self.compact();
-                    completed
-                } else {
-                    let (consumed, completed) = self.parse(chunk)?;
-                    self.keep(&chunk[consumed..]);
-                    completed
-                };
-                conn.reader().consume(n);
-                if completed {
-                    return Ok(());
-                }
+            if self.parse_plaintext(conn)? {
+                return Ok(());
             }
             let stream = self.stream.as_ref().expect("connected before reading");
             let mut arrived = None;
@@ -639,6 +650,40 @@ impl Conn {
                     .record_error_message(ErrorKind::Tls, &tls::Failure::Tls(e));
                 let _ = tls::flush(conn, stream).await;
                 return Err(Broken::Fail(ErrorKind::Tls));
+            }
+        }
+    }
+
+    /// Parse what rustls has decrypted already, one record's plaintext at a time: whether a
+    /// response was completed (false: nothing more to parse yet).
+    fn parse_plaintext(&mut self, conn: &mut rustls::ClientConnection) -> Result<bool, Broken> {
+        loop {
+            let chunk = match conn.reader().into_first_chunk() {
+                // The server's close_notify.
+                Ok([]) => return Err(self.eof()),
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                // The end of the stream without a close_notify.
+                Err(_) => return Err(self.eof()),
+            };
+            let n = chunk.len();
+            let completed = if self.start < self.end {
+                self.append(chunk)?;
+                let buf = std::mem::take(&mut self.buf);
+                let parsed = self.parse(&buf[self.start..self.end]);
+                self.buf = buf;
+                let (consumed, completed) = parsed?;
+                self.start += consumed;
+                self.compact();
+                completed
+            } else {
+                let (consumed, completed) = self.parse(chunk)?;
+                self.keep(&chunk[consumed..]);
+                completed
+            };
+            conn.reader().consume(n);
+            if completed {
+                return Ok(true);
             }
         }
     }

@@ -706,6 +706,24 @@ fn serve(
     }
 }
 
+/// Make closing `stream` send a reset (SO_LINGER 0) rather than a FIN.
+pub fn reset_on_close(stream: &TcpStream) {
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: a valid socket and a correctly sized option value.
+    unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(stream),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        );
+    }
+}
+
 /// Close the connection as the behaviour says: with a reset, by dropping the socket, or
 /// gracefully (counting what still arrives). `buf` holds what was received and not read.
 fn close(
@@ -716,20 +734,7 @@ fn close(
     stop: &AtomicBool,
 ) -> io::Result<()> {
     if b.rst_close {
-        let linger = libc::linger {
-            l_onoff: 1,
-            l_linger: 0,
-        };
-        // SAFETY: a valid socket and a correctly sized option value.
-        unsafe {
-            libc::setsockopt(
-                std::os::fd::AsRawFd::as_raw_fd(&stream),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        reset_on_close(&stream);
         return Ok(());
     }
     if b.abrupt_close {
