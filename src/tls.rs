@@ -284,6 +284,13 @@ impl Write for Io<'_> {
             .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
     }
 
+    /// rustls hands over every record it has queued at once.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        self.0
+            .try_write_vectored(bufs)
+            .unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()))
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }

@@ -317,6 +317,9 @@ impl Poller {
     }
 }
 
+/// Sends never wait (the poller does), and a closed peer is an error, not SIGPIPE.
+const SEND_FLAGS: libc::c_int = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
+
 /// sendto(2) or recvfrom(2) (`nr`) on a connected socket, with no address: the syscall
 /// itself, not glibc's send or recv, which (cancellation points) switch asynchronous
 /// thread cancellation on and off around every call.
@@ -605,23 +608,47 @@ impl Stream {
     /// One send of `buf` without waiting; None when the socket has no room (it waits for
     /// its next edge then: see `writable`).
     pub fn try_write(&self, buf: &[u8]) -> Option<io::Result<usize>> {
-        loop {
+        self.try_send(buf.len(), || {
             // SAFETY: `buf` is valid for reads of `buf.len()` bytes; sendto does not write it.
-            let n = unsafe {
+            unsafe {
                 transfer(
                     libc::SYS_sendto,
                     self.as_raw_fd(),
                     buf.as_ptr().cast_mut(),
                     buf.len(),
-                    libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+                    SEND_FLAGS,
                 )
-            };
-            if n == 0 && !buf.is_empty() {
+            }
+        })
+    }
+
+    /// `try_write` of several buffers in one sendmsg(2): records that go together (a TLS
+    /// Finished and the first request) leave in one segment, not one each.
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> Option<io::Result<usize>> {
+        let bufs = &bufs[..bufs.len().min(libc::UIO_MAXIOV as usize)];
+        let len = bufs.iter().map(|b| b.len()).sum();
+        self.try_send(len, || {
+            // SAFETY: an all-zero msghdr is valid (no name, no control).
+            let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+            // IoSlice is ABI-compatible with iovec; sendmsg only reads through it.
+            msg.msg_iov = bufs.as_ptr().cast_mut().cast();
+            msg.msg_iovlen = bufs.len() as _;
+            // SAFETY: `msg` points at `bufs`, live and readable for the call.
+            unsafe { libc::syscall(libc::SYS_sendmsg, self.as_raw_fd(), &msg, SEND_FLAGS) as isize }
+        })
+    }
+
+    /// A send (`send`, `len` bytes asked) without waiting, with what its result says about
+    /// the socket's room.
+    fn try_send(&self, len: usize, send: impl Fn() -> isize) -> Option<io::Result<usize>> {
+        loop {
+            let n = send();
+            if n == 0 && len > 0 {
                 return Some(Err(io::ErrorKind::WriteZero.into()));
             }
             if n >= 0 {
                 let n = n as usize;
-                if n < buf.len() {
+                if n < len {
                     // The send buffer is full: space freed later brings a new edge.
                     self.reg.clear(OUT);
                 }
@@ -729,6 +756,28 @@ mod tests {
         });
         server.join().unwrap();
         assert_eq!(got, b"pong!");
+    }
+
+    #[test]
+    fn a_vectored_write_sends_the_buffers_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            got
+        });
+        let sent = run(async move {
+            let s = Stream::connect(addr, Duration::from_secs(5)).await.unwrap();
+            let bufs = [b"one,".as_slice(), b"", b"two,", b"three"].map(io::IoSlice::new);
+            s.writable().await;
+            let sent = s.try_write_vectored(&bufs).unwrap().unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            sent
+        });
+        assert_eq!(sent, 13);
+        assert_eq!(server.join().unwrap(), b"one,two,three");
     }
 
     #[test]
