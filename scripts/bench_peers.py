@@ -219,13 +219,17 @@ NGINX_PROXY = """\
 
 
 # Case 11: the same `return 200` over TLS (ECDSA P-256 certificate, TLS 1.2 and 1.3, session
-# cache and tickets on, as a terminating proxy has them). The second server logs, per
-# request, whether its TLS session was resumed, for the new-connection runs.
+# cache and tickets on, as a terminating proxy has them). TLS 1.3 is held to one cipher
+# suite, so that every client pays for the same one: h2load asks for AES-128 first, blast
+# and wrk (OpenSSL's default) for AES-256, and an AES-128 handshake costs nginx less. The
+# second server logs, per request, whether its TLS session was resumed and the cipher, for
+# the new-connection runs.
 NGINX_TLS = """\
-    log_format tlsreuse '$ssl_session_reused';
+    log_format tlsreuse '$ssl_session_reused:$ssl_cipher';
     ssl_certificate {cert};
     ssl_certificate_key {key};
     ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_conf_command Ciphersuites TLS_AES_256_GCM_SHA384;
     ssl_session_cache shared:SSL:32m;
     ssl_session_tickets on;
     server {{
@@ -721,9 +725,19 @@ class Bench:
                  f"{conns} connections, client on CPU {self.client_pin}, nginx on CPU "
                  f"{self.server_cpu}. The handshakes happen once per connection; the figure is "
                  "the CPU per request of encrypting and decrypting.")
-        tools = [t for t in ("blast", "wrk") if self.tool_available(t)]
-        runs = self.rounds_of(tools, lambda t: self.closed(t, self.nginx.tls_url, conns,
-                                                           label=f"tls-{t}", blast_args=tls))
+        # blast also with --slack (off by default in a closed loop): it sleeps where a
+        # response does not wake it, which spares nginx the wake-ups (see PERFORMANCE.md).
+        slack = ["--slack", "500us"]
+        kinds = {"blast": tls, "blast-slack": tls + slack}
+        tools = [*kinds] + (["wrk"] if self.tool_available("wrk") else [])
+
+        def keep_alive(tool):
+            r = self.closed("blast" if tool in kinds else tool, self.nginx.tls_url, conns,
+                            label=f"tls-{tool}", blast_args=kinds.get(tool, ()))
+            r["tool"] = tool
+            return r
+
+        runs = self.rounds_of(tools, keep_alive)
         summary = {t: summarize(rs) for t, rs in runs.items()}
         self.data["cases"]["11a"] = {"title": title + " (keep-alive)", "conns": conns,
                                      "duration_s": self.dur, "runs": runs, "summary": summary}
@@ -732,7 +746,7 @@ class Bench:
         self.emit(intro)
         self.emit()
         wrk = summary.get("wrk")
-        rows = [[tool_name(t), fmt_rps(summary[t]), fmt_f(summary[t]["cpu_us_per_req"]),
+        rows = [[variant_name(t), fmt_rps(summary[t]), fmt_f(summary[t]["cpu_us_per_req"]),
                  fmt_f(summary[t]["rss_mb"], 1), fmt_p50(summary[t]), fmt_us(summary[t]["p99_us"]),
                  fmt_ratio(summary[t]["cpu_us_per_req"], wrk and wrk["cpu_us_per_req"]),
                  count_check(runs[t], conns)] for t in tools]
@@ -742,7 +756,8 @@ class Bench:
         paired = paired_cpu_ratios(runs)
         if paired:
             self.emit("CPU/req ÷ wrk round by round, median: "
-                      + ", ".join(f"{tool_name(t)} {r:.2f}×" for t, r in paired.items()) + ".")
+                      + ", ".join(f"{variant_name(t)} {r:.2f}×" for t, r in paired.items())
+                      + ".")
             self.emit()
         self.emit_rounds_note(runs)
         self.emit_failures(runs)
@@ -750,7 +765,8 @@ class Bench:
 
         # (b) A new connection, and a TLS handshake, for every request.
         close = ["-H", "Connection: close"]
-        kinds = {"blast": tls + close, "blast-full": tls + close + ["--no-tls-resume"]}
+        kinds = {"blast": tls + close, "blast-slack": tls + close + slack,
+                 "blast-full": tls + close + ["--no-tls-resume"]}
         tools = list(kinds) + (["h2load"] if self.tool_available("h2load") else [])
         log = self.nginx.reuse_log()
 
@@ -771,9 +787,11 @@ class Bench:
                                 blast_args=kinds[tool])
             r["tool"] = tool
             time.sleep(0.5)  # nginx flushes its log every 200 ms
-            seen = log.read_bytes()[start:].split() if log.exists() else []
-            r["nginx_resumed"] = sum(1 for x in seen if x == b"r")
+            seen = log.read_bytes()[start:].decode().split() if log.exists() else []
+            seen = [x.partition(":") for x in seen]
+            r["nginx_resumed"] = sum(1 for reused, _, _ in seen if reused == "r")
             r["nginx_logged"] = len(seen)
+            r["nginx_ciphers"] = sorted({cipher for _, _, cipher in seen})
             return r
 
         runs = self.rounds_of(tools, one)
@@ -782,10 +800,12 @@ class Bench:
                                      "conns": conns, "duration_s": self.dur, "runs": runs,
                                      "summary": summary}
         self.emit("(b) A new connection and TLS handshake for every request (`Connection: close`), "
-                  f"{conns} concurrent clients, {n} requests. `blast` and h2load resume sessions "
+                  f"{conns} concurrent clients, {n} requests. blast and h2load resume sessions "
                   "(their default), "
                   "`blast --no-tls-resume` makes full handshakes; `resumed` is nginx's own "
-                  "count (`$ssl_session_reused`) over the requests it logged.")
+                  "count (`$ssl_session_reused`) over the requests it logged, and `cipher` "
+                  "what it negotiated (nginx allows TLS 1.3 one suite, so that every client "
+                  "pays for the same).")
         self.emit()
         h2 = summary.get("h2load")
         rows = []
@@ -794,14 +814,23 @@ class Bench:
             logged = sum(r["nginx_logged"] for r in runs[t])
             resumed = sum(r["nginx_resumed"] for r in runs[t])
             rows.append([
-                "blast --no-tls-resume" if t == "blast-full" else tool_name(t),
+                variant_name(t),
                 fmt_rps(s), fmt_f(s["cpu_us_per_req"]), fmt_p50(s), fmt_us(s["p99_us"]),
                 f"{resumed / logged * 100:.0f}%" if logged else "-",
+                ", ".join(sorted({c for r in runs[t] for c in r["nginx_ciphers"]})) or "-",
                 fmt_ratio(s["rps"], h2 and h2["rps"]),
             ])
         self.emit(md_table(["tool", "connections/s", "client CPU µs/conn", "p50", "p99",
-                            "resumed", "conn/s ÷ h2load"], rows))
+                            "resumed", "cipher", "conn/s ÷ h2load"], rows))
         self.emit()
+        rps = lambda r: r.get("metrics", {}).get("rps")  # noqa: E731
+        paired = {t: pair_ratio(runs, t, "h2load", rps) for t in kinds}
+        paired = {t: x for t, x in paired.items() if x is not None}
+        if paired:
+            self.emit("conn/s ÷ h2load round by round, median: "
+                      + ", ".join(f"{variant_name(t)} {x:.2f}×" for t, x in paired.items())
+                      + ".")
+            self.emit()
         self.emit_rounds_note(runs)
         self.emit_failures(runs)
         self.emit_commands(runs)
@@ -1473,6 +1502,12 @@ def pair_ratio(runs: dict[str, list[dict]], a: str, b: str, value) -> float | No
 def paired_cpu_ratios(runs: dict[str, list[dict]]) -> dict[str, float]:
     """`paired_ratios` of the CPU per request."""
     return paired_ratios(runs, lambda r: r.get("metrics", {}).get("cpu_us_per_req"))
+
+
+def variant_name(t: str) -> str:
+    """A tool, or blast with the options case 11 adds (its `kinds`)."""
+    return {"blast-slack": "blast --slack 500us",
+            "blast-full": "blast --no-tls-resume"}.get(t, tool_name(t))
 
 
 def tool_name(t, pipeline: int = 1) -> str:
