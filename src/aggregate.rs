@@ -37,6 +37,10 @@ pub struct TimelineRow {
     pub status: BTreeMap<String, u64>,
     /// Requests that failed in this interval by error kind (kinds with none left out).
     pub errors_by_kind: BTreeMap<&'static str, u64>,
+    /// `--shard` runs only: this interval's latency histogram, encoded as the document's
+    /// `histograms`, so that `blast merge` computes a merged row's p50/p99 exactly.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<String>,
 }
 
 /// One interval as the aggregator closed it, for a live view that needs more than the row
@@ -186,14 +190,18 @@ impl Aggregator {
         let t = t.max(self.prev_t);
         let d = cum.since(&self.prev_cum);
         let dt = (t - self.prev_t).as_secs_f64();
-        let (p50, p99) = p
+        let latency = p
             .hists
             .as_ref()
             .and_then(|h| h.get(Metric::Latency))
-            .filter(|h| !h.is_empty())
-            .map_or((0, 0), |h| {
-                (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
-            });
+            .filter(|h| !h.is_empty());
+        let (p50, p99) = latency.map_or((0, 0), |h| {
+            (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+        });
+        // One process of several: its part of each interval is merged with the others'.
+        let latency_histogram = latency
+            .filter(|_| self.share < 1.0)
+            .map(crate::report::encode_histogram);
         let target_rps = self
             .due
             .as_mut()
@@ -228,6 +236,7 @@ impl Aggregator {
                 .map(|k| (k.name(), d.error(*k)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
+            latency_histogram,
         });
         self.closed.push((cum.clone(), p.hists));
         self.prev_cum = cum;

@@ -7,12 +7,13 @@
 use std::collections::BTreeMap;
 use std::io::{self, Write};
 
+use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
 
 use crate::compare::Named;
 use crate::report::text::{fmt_bytes, fmt_us, write_distribution, write_table_header};
 use crate::report::{decode_histogram, encode_histogram};
-use crate::stats::Summary;
+use crate::stats::{new_histogram, Summary};
 
 /// Config keys that are each process's own and may differ between shards of one run.
 const PER_PROCESS: &[&str] = &["cores", "cpus"];
@@ -357,19 +358,40 @@ fn open_loop(docs: &[Named], merged: &Map<String, Value>) -> Value {
 }
 
 /// Timeline rows on the wall clock: a shard's row lands in the interval (counted from the
-/// earliest start) that holds its middle. Counts and targets add up; a row's p50/p99 are the
-/// highest of the shards' (rows carry no histograms to merge).
+/// earliest start) that holds its middle. Counts and targets add up; a row's p50/p99 come
+/// from the shards' `latency_histogram`s added together (exact), or are the highest of the
+/// shards' where a row has none (a document from before blast kept them).
 fn timeline(docs: &[Named], t0: f64, elapsed_s: f64) -> Result<Value, String> {
     let interval = f64_at(&docs[0].doc, "/config/interval");
     if interval <= 0.0 {
         return Err(format!("{} has no config.interval", docs[0].name));
     }
     let mut rows: BTreeMap<u64, Map<String, Value>> = BTreeMap::new();
+    // Per merged row: the latency histograms added up, None once a row without one came.
+    let mut latency: BTreeMap<u64, Option<Histogram<u64>>> = BTreeMap::new();
     for d in docs {
         let offset = f64_at(&d.doc, "/started_at_unix_s") - t0;
-        for r in d.doc["timeline"].as_array().into_iter().flatten() {
+        let doc_rows = d.doc["timeline"].as_array().map_or(&[][..], Vec::as_slice);
+        // Shards keep each interval's histogram when it has samples: a row without one then
+        // had none. A document that kept none is from before blast kept them.
+        let kept = doc_rows.iter().any(|r| r["latency_histogram"].is_string());
+        for r in doc_rows {
             let mid = offset + f64_at(r, "/t_s") - f64_at(r, "/dt_s") / 2.0;
-            let row = rows.entry((mid.max(0.0) / interval) as u64).or_default();
+            let i = (mid.max(0.0) / interval) as u64;
+            let sum = latency.entry(i).or_insert_with(|| Some(new_histogram()));
+            let row_hist = match r["latency_histogram"].as_str() {
+                Some(text) => Some(
+                    decode_histogram(text)
+                        .map_err(|e| format!("{}: timeline latency_histogram: {e}", d.name))?,
+                ),
+                None if kept => Some(new_histogram()),
+                None => None,
+            };
+            *sum = match (sum.take(), row_hist) {
+                (Some(mut sum), Some(h)) => sum.add(&h).ok().map(|()| sum),
+                _ => None,
+            };
+            let row = rows.entry(i).or_default();
             for k in ["sent", "completed", "ok", "errors", "in_flight", "tokens"] {
                 let v =
                     row.get(k).and_then(Value::as_u64).unwrap_or(0) + u64_at(r, &format!("/{k}"));
@@ -407,6 +429,15 @@ fn timeline(docs: &[Named], t0: f64, elapsed_s: f64) -> Result<Value, String> {
     let rows = rows
         .into_iter()
         .map(|(i, mut row)| {
+            if let Some(Some(h)) = latency.remove(&i) {
+                let (p50, p99) = if h.is_empty() {
+                    (0, 0)
+                } else {
+                    (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+                };
+                row.insert("p50_us".into(), p50.into());
+                row.insert("p99_us".into(), p99.into());
+            }
             let start = i as f64 * interval;
             let end = (start + interval).min(elapsed_s.max(start));
             let dt = end - start;
@@ -560,7 +591,9 @@ mod tests {
                 "histograms": {"latency_us": encode_histogram(&h)},
                 "timeline": [{"t_s": 1.0, "dt_s": 1.0, "sent": n, "completed": n, "ok": n,
                               "errors": 0, "in_flight": 0, "target_rps": 0.0,
-                              "p50_us": 0, "p99_us": 0, "tokens": 0, "status": {"200": n}}],
+                              "p50_us": h.value_at_quantile(0.5),
+                              "p99_us": h.value_at_quantile(0.99), "tokens": 0,
+                              "status": {"200": n}, "latency_histogram": encode_histogram(&h)}],
                 "config": {"url": "http://x/", "method": "GET", "interval": 1.0,
                            "cores": index + 1, "cpus": [index]},
             }),
@@ -603,6 +636,39 @@ mod tests {
         assert!((m["elapsed_s"].as_f64().unwrap() - 2.2).abs() < 1e-9);
         // Each row lands in the interval that holds its middle: 0.5, 0.8 | 1.1, 1.4, 1.7.
         assert_eq!(rows.len(), 2);
+        // Each merged row's p50/p99 are those of its shards' samples together.
+        for (row, chunks) in rows.iter().zip([0..2, 2..5]) {
+            let mut h = new_histogram();
+            for v in &samples[chunks.start * 7_000..(chunks.end * 7_000).min(samples.len())] {
+                h.record(*v).unwrap();
+            }
+            assert_eq!(row["p50_us"], h.value_at_quantile(0.5), "{row}");
+            assert_eq!(row["p99_us"], h.value_at_quantile(0.99), "{row}");
+            assert!(row.get("latency_histogram").is_none());
+        }
+        assert_ne!(rows[1]["p99_us"], parts[4].doc["timeline"][0]["p99_us"]);
+
+        // Documents whose rows kept no histogram: the highest shard's p50/p99.
+        let bare: Vec<Named> = parts
+            .iter()
+            .map(|p| {
+                let mut p = p.clone_doc();
+                p.doc["timeline"][0]
+                    .as_object_mut()
+                    .unwrap()
+                    .remove("latency_histogram");
+                p
+            })
+            .collect();
+        let (m, _) = merge(&bare, false).unwrap();
+        let highest = |k: &str| {
+            (2..5)
+                .map(|i| parts[i].doc["timeline"][0][k].as_u64().unwrap())
+                .max()
+                .unwrap()
+        };
+        assert_eq!(m["timeline"][1]["p50_us"], highest("p50_us"));
+        assert_eq!(m["timeline"][1]["p99_us"], highest("p99_us"));
     }
 
     #[test]

@@ -117,6 +117,31 @@ fn shards_of_a_request_budget_send_it_exactly() {
     assert_eq!(m["requests"]["sent"], 300);
     assert_eq!(m["latency_us"]["count"], 300);
     assert_eq!(m["shards"].as_array().unwrap().len(), 3);
+    // Each shard keeps its intervals' latency histograms, from which merge computes the
+    // merged rows' percentiles: between the shards' lowest and highest.
+    let rows = |d: &Value| d["timeline"].as_array().unwrap().clone();
+    for d in &docs {
+        for r in rows(d).iter().filter(|r| r["completed"].as_u64() > Some(0)) {
+            assert!(r["latency_histogram"].is_string(), "{r}");
+        }
+    }
+    let p99s: Vec<u64> = docs
+        .iter()
+        .flat_map(rows)
+        .filter(|r| r["completed"].as_u64() > Some(0))
+        .map(|r| r["p99_us"].as_u64().unwrap())
+        .collect();
+    for r in rows(&m)
+        .iter()
+        .filter(|r| r["completed"].as_u64() > Some(0))
+    {
+        let p99 = r["p99_us"].as_u64().unwrap();
+        assert!(r.get("latency_histogram").is_none(), "{r}");
+        assert!(
+            (*p99s.iter().min().unwrap()..=*p99s.iter().max().unwrap()).contains(&p99),
+            "{r} {p99s:?}"
+        );
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("blast merge of 3 shard(s)"), "{text}");
     assert!(text.contains("Shard 1/3      100 sent"), "{text}");

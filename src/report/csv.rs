@@ -63,6 +63,7 @@ mod tests {
             tokens_per_s: 64.0,
             status: [("200".to_string(), 2), ("503".to_string(), 1)].into(),
             errors_by_kind: [("timeout", 1)].into(),
+            latency_histogram: None,
         };
         let mut out = Vec::new();
         write_timeline(&mut out, std::slice::from_ref(&row)).unwrap();
