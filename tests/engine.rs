@@ -977,19 +977,7 @@ fn a_timeout_after_the_head_keeps_its_status_and_tokens() {
 /// lost as a write error.
 #[test]
 fn an_early_final_response_is_counted() {
-    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
-    let post = |server: &TestServer| {
-        blast_json(&[
-            &server.url("/"),
-            "--body-file",
-            body.path_str(),
-            "--conns",
-            "1",
-            "--requests",
-            "3",
-        ])
-        .1
-    };
+    let post = |server: &TestServer| common::post_huge_body(&server.url("/"), &[]);
     let server = TestServer::start(Behaviour::keep_alive().status(413).early_reply());
     let doc = post(&server);
     let seen = server.counts();

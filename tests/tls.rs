@@ -270,18 +270,8 @@ fn keep_alive_requests_over_tls_are_counted_exactly() {
 fn an_early_final_response_over_tls_is_counted() {
     let pki = pki("early");
     let (port, counts) = tls_server_with(server_config(&pki, false), Reply::EarlyTooLarge);
-    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
-    let (_, doc) = blast_json(&[
-        &format!("https://localhost:{port}/"),
-        "--cacert",
-        pki.ca.path_str(),
-        "--body-file",
-        body.path_str(),
-        "--conns",
-        "1",
-        "--requests",
-        "3",
-    ]);
+    let url = format!("https://localhost:{port}/");
+    let doc = common::post_huge_body(&url, &["--cacert", pki.ca.path_str()]);
     assert_balanced(&doc);
     assert_eq!(
         counts.get(&counts.requests),

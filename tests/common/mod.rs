@@ -179,6 +179,24 @@ pub fn blast_json(args: &[&str]) -> (Output, Value) {
     (run.output, doc)
 }
 
+/// Three POSTs of a 32 MB body on one connection to `url` (with `extra` options): more
+/// than the socket buffers hold, so a server that answers early and resets (nginx's 413)
+/// does so while blast is still writing.
+pub fn post_huge_body(url: &str, extra: &[&str]) -> Value {
+    let body = TempFile::with_contents("huge-body", &vec![b'b'; 32 << 20]);
+    let mut args = vec![
+        url,
+        "--body-file",
+        body.path_str(),
+        "--conns",
+        "1",
+        "--requests",
+        "3",
+    ];
+    args.extend_from_slice(extra);
+    blast_json(&args).1
+}
+
 /// Like [`blast_json`], with the timing of the process.
 pub fn run_blast_json(args: &[&str]) -> (Run, Value) {
     run_blast_json_within(args, HARD_TIMEOUT)
