@@ -1,0 +1,180 @@
+#!/usr/bin/env bash
+# blast over https:// against a real TLS terminator: nginx (OpenSSL) with a certificate from a
+# CA made here, answering `/` itself, refusing bodies over 1 KiB (413) and proxying
+# /api/generate to `blast mock` (a TLS-terminating proxy in front of Ollama). Each check
+# compares blast's JSON with nginx's own access log: requests, status codes, and which
+# handshakes nginx resumed ($ssl_session_reused).
+#
+# Usage: scripts/test_tls_nginx.sh   (BLAST=path/to/blast, default target/debug/blast; needs
+# openssl, and nginx on PATH or in /usr/sbin: `apt-get install -y nginx openssl`)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BLAST="${BLAST:-$PWD/target/debug/blast}"
+[ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install -y nginx)" >&2; exit 2; }
+command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 2; }
+
+work="$(mktemp -d)"
+mock_pid="" nginx_pid=""
+cleanup() {
+    for pid in "$nginx_pid" "$mock_pid"; do
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A CA, a server certificate it signs for 127.0.0.1, and a second CA that signed nothing.
+ca() {
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+        -subj "/CN=$1" -keyout "$work/$1.key" -out "$work/$1.pem" 2>/dev/null
+}
+ca test-ca
+ca other-ca
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=localhost \
+    -keyout "$work/server.key" -out "$work/server.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' \
+    >"$work/server.ext"
+openssl x509 -req -in "$work/server.csr" -CA "$work/test-ca.pem" -CAkey "$work/test-ca.key" \
+    -CAcreateserial -days 2 -extfile "$work/server.ext" -out "$work/server.pem" 2>/dev/null
+
+"$BLAST" mock --listen 127.0.0.1:0 --cores 1 --tokens 8 --token-delay 1ms 2>"$work/mock.log" &
+mock_pid=$!
+addr=""
+for _ in $(seq 100); do
+    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
+    [ -n "$addr" ] && break
+    sleep 0.05
+done
+[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+mkdir -p "$work/tmp"
+cat >"$work/nginx.conf" <<EOF
+daemon off;
+worker_processes 1;
+pid $work/nginx.pid;
+error_log $work/error.log warn;
+events { worker_connections 1024; }
+http {
+    client_body_temp_path $work/tmp/body;
+    proxy_temp_path $work/tmp/proxy;
+    fastcgi_temp_path $work/tmp/fastcgi;
+    uwsgi_temp_path $work/tmp/uwsgi;
+    scgi_temp_path $work/tmp/scgi;
+    log_format tls '\$request_method \$uri \$status \$ssl_session_reused \$ssl_protocol';
+    access_log $work/access.log tls;
+    ssl_certificate $work/server.pem;
+    ssl_certificate_key $work/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:SSL:1m;
+    upstream mock { server $addr; keepalive 8; }
+    server {
+        listen 127.0.0.1:$port ssl;
+        client_max_body_size 1k;
+        location = / { return 200 "hello\n"; }
+        location /api/ {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+}
+EOF
+"$NGINX" -c "$work/nginx.conf" -p "$work" &
+nginx_pid=$!
+for _ in $(seq 100); do
+    curl -s -o /dev/null --cacert "$work/test-ca.pem" "https://127.0.0.1:$port/" && break
+    sleep 0.05
+done
+
+url="https://127.0.0.1:$port"
+failed=0
+# run NAME EXPECTED_EXIT BLAST_ARGS...: run blast with --json, then check it (python below)
+# against the access log lines it added.
+run() {
+    local name="$1" want="$2" code=0
+    shift 2
+    : >"$work/access.log"
+    timeout 60 "$BLAST" --quiet --json "$work/$name.json" "$@" >"$work/$name.out" 2>&1 || code=$?
+    sleep 0.3 # nginx writes its log line after the response
+    if [ "$code" != "$want" ]; then
+        echo "FAIL  $name: exit $code, wanted $want"
+        cat "$work/$name.out"
+        failed=$((failed + 1))
+        return
+    fi
+    if python3 - "$name" "$work/$name.json" "$work/access.log" <<'PY'; then :; else failed=$((failed + 1)); fi
+import json, sys
+name, doc, log = sys.argv[1], json.load(open(sys.argv[2])), open(sys.argv[3]).read().split("\n")
+lines = [l.split() for l in log if l]
+req, conns = doc["requests"], doc["connections"]
+fail = []
+def check(ok, what):
+    if not ok:
+        fail.append(what)
+logged = len(lines)
+reused = sum(1 for l in lines if l[3] == "r")
+statuses = {}
+for l in lines:
+    statuses[l[2]] = statuses.get(l[2], 0) + 1
+blast_status = {k: v for k, v in doc["status"].items() if v}
+if name != "wrong-ca":
+    # (A request whose handshake failed counts as sent and failed, and never reaches nginx.)
+    check(logged == req["sent"], f"nginx logged {logged} requests, blast sent {req['sent']}")
+    check(blast_status == statuses, f"status codes: blast {blast_status}, nginx {statuses}")
+    check(all(l[4] == "TLSv1.3" for l in lines), f"protocols: {set(l[4] for l in lines)}")
+    check(conns["tls_handshakes"] == conns["opened"],
+          f"{conns['tls_handshakes']} handshakes on {conns['opened']} connections")
+if name == "keep-alive":
+    check(req["ok"] == 500 and conns["opened"] <= 10, f"requests {req}, connections {conns}")
+elif name == "close":
+    # Every request on its own connection; nginx says how many it resumed.
+    check(req["ok"] == 200 and conns["opened"] == 200, f"requests {req}, connections {conns}")
+    check(conns["tls_resumed"] == reused,
+          f"blast counted {conns['tls_resumed']} resumed handshakes, nginx {reused}")
+    check(reused >= 150, f"only {reused} of 200 handshakes resumed")
+elif name == "no-resume":
+    check(req["ok"] == 100 and reused == 0 and conns["tls_resumed"] == 0,
+          f"requests {req}, nginx resumed {reused}, connections {conns}")
+elif name == "stream":
+    check(req["ok"] == 20 and doc["tokens"]["output"] == 20 * 8,
+          f"requests {req}, tokens {doc['tokens']}")
+elif name == "too-large":
+    # nginx answers 413 from the head, reading the rest of the body to discard it (and
+    # blast exits 1: no response was ok).
+    check(blast_status == {"413": 3} and req["completed"] == 3, f"requests {req}, {blast_status}")
+elif name == "wrong-ca":
+    msgs = " ".join(m for ms in doc.get("error_messages", {}).values() for m in ms)
+    check(doc["errors"]["tls"] == req["failed"] == req["sent"] and logged == 0,
+          f"requests {req}, errors {doc['errors']}, nginx logged {logged}")
+    check("UnknownIssuer" in msgs, f"error messages: {doc.get('error_messages')}")
+if fail:
+    print(f"FAIL  {name}:", *fail, sep="\n  ")
+    sys.exit(1)
+print(f"ok    {name}: {req['sent']} sent, nginx logged {logged} ({statuses}), "
+      f"{conns['tls_handshakes']} handshakes, {reused} resumed by nginx")
+PY
+}
+
+ca="--cacert $work/test-ca.pem"
+head -c 4M /dev/zero >"$work/body.bin"
+# shellcheck disable=SC2086  # $ca is two words on purpose
+{
+    run keep-alive 0 "$url/" $ca --conns 10 --requests 500
+    run close 0 "$url/" $ca --conns 10 --requests 200 -H 'Connection: close'
+    run no-resume 0 "$url/" $ca --conns 10 --requests 100 -H 'Connection: close' --no-tls-resume
+    run stream 0 "$url/api/generate" $ca --api ollama-generate --conns 4 --requests 20
+    run too-large 1 "$url/" $ca --conns 1 --requests 3 --body-file "$work/body.bin"
+    run wrong-ca 1 "$url/" --cacert "$work/other-ca.pem" --conns 2 --requests 4
+}
+if [ "$failed" -gt 0 ]; then
+    echo "TLS against nginx: $failed check(s) failed" >&2
+    exit 1
+fi
+echo "TLS against nginx: 6 passed"
