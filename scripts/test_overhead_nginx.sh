@@ -9,6 +9,7 @@
 # needs nginx on PATH or in /usr/sbin: `apt-get install -y nginx`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BLAST="${BLAST:-$PWD/target/debug/blast}"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -29,28 +30,10 @@ trap cleanup EXIT
 
 "$BLAST" mock --listen 127.0.0.1:0 --cores 1 --tokens 16 --token-delay 1ms 2>"$work/mock.log" &
 mock_pid=$!
-addr=""
-for _ in $(seq 100); do
-    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+addr="$(mock_addr "$work/mock.log")"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-mkdir -p "$work/tmp"
-cat >"$work/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-events { worker_connections 1024; }
-http {
-    client_body_temp_path $work/tmp/body;
-    proxy_temp_path $work/tmp/proxy;
-    fastcgi_temp_path $work/tmp/fastcgi;
-    uwsgi_temp_path $work/tmp/uwsgi;
-    scgi_temp_path $work/tmp/scgi;
+port="$(free_port)"
+{ nginx_conf_head "$work"; cat <<EOF; } >"$work/nginx.conf"
     access_log $work/access.log;
     upstream mock { server $addr; keepalive 32; }
     server {

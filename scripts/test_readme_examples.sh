@@ -9,6 +9,7 @@
 # Usage: scripts/test_readme_examples.sh   (BLAST=path/to/blast, default target/debug/blast)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BLAST="${BLAST:-$PWD/target/debug/blast}"
 README="$PWD/README.md"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
@@ -33,12 +34,7 @@ export PATH="$work/bin:$PATH"
 # The mock on a port the kernel picks; its first line names the address.
 blast mock --listen 127.0.0.1:0 --cores 1 2>"$work/mock.log" &
 mock_pid=$!
-for _ in $(seq 100); do
-    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+addr="$(mock_addr "$work/mock.log")"
 
 # https:// examples: a CA, a server certificate for localhost and a client certificate
 # (the names the README uses, in the directory the examples run in), and a second mock

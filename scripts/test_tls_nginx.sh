@@ -9,6 +9,7 @@
 # openssl, and nginx on PATH or in /usr/sbin: `apt-get install -y nginx openssl`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 BLAST="${BLAST:-$PWD/target/debug/blast}"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -44,28 +45,10 @@ openssl x509 -req -in "$work/server.csr" -CA "$work/test-ca.pem" -CAkey "$work/t
 
 "$BLAST" mock --listen 127.0.0.1:0 --cores 1 --tokens 8 --token-delay 1ms 2>"$work/mock.log" &
 mock_pid=$!
-addr=""
-for _ in $(seq 100); do
-    addr="$(sed -n 's|.*listening on http://\([^ ]*\).*|\1|p' "$work/mock.log")"
-    [ -n "$addr" ] && break
-    sleep 0.05
-done
-[ -n "$addr" ] || { echo "blast mock did not start:" >&2; cat "$work/mock.log" >&2; exit 1; }
+addr="$(mock_addr "$work/mock.log")"
 
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-mkdir -p "$work/tmp"
-cat >"$work/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $work/nginx.pid;
-error_log $work/error.log warn;
-events { worker_connections 1024; }
-http {
-    client_body_temp_path $work/tmp/body;
-    proxy_temp_path $work/tmp/proxy;
-    fastcgi_temp_path $work/tmp/fastcgi;
-    uwsgi_temp_path $work/tmp/uwsgi;
-    scgi_temp_path $work/tmp/scgi;
+port="$(free_port)"
+{ nginx_conf_head "$work"; cat <<EOF; } >"$work/nginx.conf"
     log_format tls '\$request_method \$uri \$status \$ssl_session_reused \$ssl_protocol';
     access_log $work/access.log tls;
     ssl_certificate $work/server.pem;
