@@ -37,3 +37,24 @@ http {
     scgi_temp_path $dir/tmp/scgi;
 CONF
 }
+
+# nginx's path (PATH, else Debian's /usr/sbin); exits 2 when it is not installed.
+nginx_bin() {
+    local nginx
+    nginx="$(command -v nginx || echo /usr/sbin/nginx)"
+    [ -x "$nginx" ] || { echo "nginx is not installed (apt-get install -y nginx)" >&2; exit 2; }
+    echo "$nginx"
+}
+
+# For an EXIT trap: stop the processes $2... (those set) and remove the directory $1.
+stop_and_remove() {
+    local dir="$1" pid
+    shift
+    for pid in "$@"; do
+        if [ -n "$pid" ]; then
+            kill "$pid" 2>/dev/null || true
+            wait "$pid" 2>/dev/null || true
+        fi
+    done
+    rm -rf "$dir"
+}

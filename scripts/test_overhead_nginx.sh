@@ -12,20 +12,11 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 BLAST="${BLAST:-$PWD/target/debug/blast}"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install -y nginx)" >&2; exit 2; }
+NGINX="$(nginx_bin)"
 
 work="$(mktemp -d)"
 mock_pid="" nginx_pid=""
-cleanup() {
-    for pid in "$nginx_pid" "$mock_pid"; do
-        if [ -n "$pid" ]; then
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
+cleanup() { stop_and_remove "$work" "$nginx_pid" "$mock_pid"; }
 trap cleanup EXIT
 
 "$BLAST" mock --listen 127.0.0.1:0 --cores 1 --tokens 16 --token-delay 1ms 2>"$work/mock.log" &

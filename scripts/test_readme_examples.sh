@@ -15,15 +15,9 @@ README="$PWD/README.md"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
 
 work="$(mktemp -d)"
-mock_pid=""
-cleanup() {
-    # The mock ends by the signal: its status is not the script's (set -e holds in here).
-    if [ -n "$mock_pid" ]; then
-        kill "$mock_pid" 2>/dev/null || true
-        wait "$mock_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
+mock_pid="" tls_pid=""
+# The mocks end by the signal: their status is not the script's.
+cleanup() { stop_and_remove "$work" "$tls_pid" "$mock_pid"; }
 trap cleanup EXIT
 
 # `blast` on PATH is the binary under test, as the README's commands spell it.
@@ -55,7 +49,6 @@ if command -v openssl >/dev/null; then
     blast mock --listen 127.0.0.1:0 --cores 1 --tls-cert "$work/run/cert.pem" \
         --tls-key "$work/run/key.pem" 2>"$work/tls-mock.log" &
     tls_pid=$!
-    trap 'kill "$tls_pid" 2>/dev/null || true; wait "$tls_pid" 2>/dev/null || true; cleanup' EXIT
     for _ in $(seq 100); do
         tls_addr="$(sed -n 's|.*listening on https://[^:]*:\([0-9]*\).*|localhost:\1|p' "$work/tls-mock.log")"
         [ -n "$tls_addr" ] && break

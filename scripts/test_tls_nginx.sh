@@ -12,21 +12,12 @@ cd "$(dirname "$0")/.."
 . scripts/lib.sh
 BLAST="${BLAST:-$PWD/target/debug/blast}"
 [ -x "$BLAST" ] || { echo "no blast binary at $BLAST (cargo build first)" >&2; exit 2; }
-NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
-[ -x "$NGINX" ] || { echo "nginx is not installed (apt-get install -y nginx)" >&2; exit 2; }
+NGINX="$(nginx_bin)"
 command -v openssl >/dev/null || { echo "openssl is not installed" >&2; exit 2; }
 
 work="$(mktemp -d)"
 mock_pid="" nginx_pid=""
-cleanup() {
-    for pid in "$nginx_pid" "$mock_pid"; do
-        if [ -n "$pid" ]; then
-            kill "$pid" 2>/dev/null || true
-            wait "$pid" 2>/dev/null || true
-        fi
-    done
-    rm -rf "$work"
-}
+cleanup() { stop_and_remove "$work" "$nginx_pid" "$mock_pid"; }
 trap cleanup EXIT
 
 # A CA, a server certificate it signs for 127.0.0.1, and a second CA that signed nothing.
