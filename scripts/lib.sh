@@ -58,3 +58,19 @@ stop_and_remove() {
     done
     rm -rf "$dir"
 }
+
+# Start nginx ($1) on the nginx.conf in directory $2, in the background, and set nginx_pid;
+# then wait (at most 5 s) until `curl -s URL` (the rest of the arguments) gets an answer.
+start_nginx() {
+    local nginx="$1" dir="$2"
+    shift 2
+    "$nginx" -c "$dir/nginx.conf" -p "$dir" &
+    nginx_pid=$!
+    for _ in $(seq 100); do
+        curl -s -o /dev/null "$@" && return
+        sleep 0.05
+    done
+    echo "nginx did not answer:" >&2
+    cat "$dir/error.log" >&2
+    return 1
+}

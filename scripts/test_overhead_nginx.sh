@@ -38,12 +38,7 @@ port="$(free_port)"
     }
 }
 EOF
-"$NGINX" -c "$work/nginx.conf" -p "$work" &
-nginx_pid=$!
-for _ in $(seq 100); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/" && break
-    sleep 0.05
-done
+start_nginx "$NGINX" "$work" "http://127.0.0.1:$port/"
 : >"$work/access.log"
 before="$(curl -s "http://$addr/metrics" | awk '/^mock_requests_total\{path="\/api\/generate"/ {n += $2} END {print n + 0}')"
 

@@ -60,12 +60,7 @@ port="$(free_port)"
     }
 }
 EOF
-"$NGINX" -c "$work/nginx.conf" -p "$work" &
-nginx_pid=$!
-for _ in $(seq 100); do
-    curl -s -o /dev/null --cacert "$work/test-ca.pem" "https://127.0.0.1:$port/" && break
-    sleep 0.05
-done
+start_nginx "$NGINX" "$work" --cacert "$work/test-ca.pem" "https://127.0.0.1:$port/"
 
 url="https://127.0.0.1:$port"
 failed=0
