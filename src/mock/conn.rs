@@ -82,7 +82,12 @@ async fn handshake(
     let mut tls = Box::new(rustls::ServerConnection::new(config.clone()).ok()?);
     tls.set_buffer_limit(None);
     let limit = core.cfg.header_timeout;
-    let shaken = async { crate::tls::handshake(&mut tls, stream).await.is_ok() };
+    // The last flight goes out now: a TLS 1.2 client waits for the server's Finished
+    // before it sends its request.
+    let shaken = async {
+        crate::tls::handshake(&mut tls, stream).await.is_ok()
+            && crate::tls::flush(&mut tls, stream).await.is_ok()
+    };
     let done = if limit.is_zero() {
         shaken.await
     } else {
