@@ -2,8 +2,8 @@
 # blast over https:// against a real TLS terminator: nginx (OpenSSL) with a certificate from a
 # CA made here, answering `/` itself, refusing bodies over 1 KiB (413) and proxying
 # /api/generate to `blast mock` (a TLS-terminating proxy in front of Ollama). Each check
-# compares blast's JSON with nginx's own access log: requests, status codes, and which
-# handshakes nginx resumed ($ssl_session_reused).
+# compares blast's JSON with nginx's own access log: requests, status codes, the protocol
+# and cipher negotiated, and which handshakes nginx resumed ($ssl_session_reused).
 #
 # Usage: scripts/test_tls_nginx.sh   (BLAST=path/to/blast, default target/debug/blast; needs
 # openssl, and nginx on PATH or in /usr/sbin: `apt-get install -y nginx openssl`)
@@ -40,7 +40,7 @@ addr="$(mock_addr "$work/mock.log")"
 
 port="$(free_port)"
 { nginx_conf_head "$work"; cat <<EOF; } >"$work/nginx.conf"
-    log_format tls '\$request_method \$uri \$status \$ssl_session_reused \$ssl_protocol';
+    log_format tls '\$request_method \$uri \$status \$ssl_session_reused \$ssl_protocol \$ssl_cipher';
     access_log $work/access.log tls;
     ssl_certificate $work/server.pem;
     ssl_certificate_key $work/server.key;
@@ -97,9 +97,16 @@ if name != "wrong-ca":
     # (A request whose handshake failed counts as sent and failed, and never reaches nginx.)
     check(logged == req["sent"], f"nginx logged {logged} requests, blast sent {req['sent']}")
     check(blast_status == statuses, f"status codes: blast {blast_status}, nginx {statuses}")
-    check(all(l[4] == "TLSv1.3" for l in lines), f"protocols: {set(l[4] for l in lines)}")
+    want = "TLSv1.2" if name == "tls12" else "TLSv1.3"
+    check(all(l[4] == want for l in lines), f"protocols: {set(l[4] for l in lines)}")
     check(conns["tls_handshakes"] == conns["opened"],
           f"{conns['tls_handshakes']} handshakes on {conns['opened']} connections")
+    check(sum(conns["tls_ciphers"].values()) == conns["tls_handshakes"],
+          f"handshakes by cipher {conns['tls_ciphers']} of {conns['tls_handshakes']}")
+    if want == "TLSv1.3":
+        # TLS 1.3 suites have one name in IANA's list, OpenSSL's and blast's.
+        check(set(conns["tls_ciphers"]) == {l[5] for l in lines},
+              f"ciphers: blast {conns['tls_ciphers']}, nginx {set(l[5] for l in lines)}")
 if name == "keep-alive":
     check(req["ok"] == 500 and conns["opened"] <= 10, f"requests {req}, connections {conns}")
 elif name == "close":
@@ -111,6 +118,13 @@ elif name == "close":
 elif name == "no-resume":
     check(req["ok"] == 100 and reused == 0 and conns["tls_resumed"] == 0,
           f"requests {req}, nginx resumed {reused}, connections {conns}")
+elif name == "tls12":
+    check(req["ok"] == 50 and list(conns["tls_ciphers"]) == ["TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"]
+          and {l[5] for l in lines} == {"ECDHE-ECDSA-AES128-GCM-SHA256"},
+          f"requests {req}, blast {conns['tls_ciphers']}, nginx {set(l[5] for l in lines)}")
+elif name == "aes128":
+    check(req["ok"] == 50 and list(conns["tls_ciphers"]) == ["TLS_AES_128_GCM_SHA256"],
+          f"requests {req}, ciphers {conns['tls_ciphers']}")
 elif name == "stream":
     check(req["ok"] == 20 and doc["tokens"]["output"] == 20 * 8,
           f"requests {req}, tokens {doc['tokens']}")
@@ -138,6 +152,9 @@ head -c 4M /dev/zero >"$work/body.bin"
     run keep-alive 0 "$url/" $ca --conns 10 --requests 500
     run close 0 "$url/" $ca --conns 10 --requests 200 -H 'Connection: close'
     run no-resume 0 "$url/" $ca --conns 10 --requests 100 -H 'Connection: close' --no-tls-resume
+    run tls12 0 "$url/" $ca --conns 5 --requests 50 --tls-version 1.2 \
+        --tls-ciphers TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+    run aes128 0 "$url/" $ca --conns 5 --requests 50 --tls-ciphers TLS_AES_128_GCM_SHA256
     run stream 0 "$url/api/generate" $ca --api ollama-generate --conns 4 --requests 20
     run too-large 1 "$url/" $ca --conns 1 --requests 3 --body-file "$work/body.bin"
     run wrong-ca 1 "$url/" --cacert "$work/other-ca.pem" --conns 2 --requests 4
@@ -146,4 +163,4 @@ if [ "$failed" -gt 0 ]; then
     echo "TLS against nginx: $failed check(s) failed" >&2
     exit 1
 fi
-echo "TLS against nginx: 6 passed"
+echo "TLS against nginx: 8 passed"

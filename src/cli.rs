@@ -337,6 +337,15 @@ pub struct RunArgs {
     #[arg(long, help_heading = "TLS")]
     pub no_tls_resume: bool,
 
+    /// https://: offer only this TLS version, 1.2 or 1.3 (default: both)
+    #[arg(long, value_name = "VERSION", help_heading = "TLS")]
+    pub tls_version: Option<String>,
+
+    /// https://: the cipher suites to offer, in order of preference, comma-separated IANA
+    /// names such as TLS_AES_128_GCM_SHA256 (default: AES-256-GCM, AES-128-GCM, ChaCha20)
+    #[arg(long, value_name = "LIST", help_heading = "TLS")]
+    pub tls_ciphers: Option<String>,
+
     /// Statistics interval (live line, timeline rows)
     #[arg(long, value_name = "D", default_value = "1s", help_heading = "Output")]
     pub interval: String,

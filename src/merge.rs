@@ -114,6 +114,16 @@ fn check(docs: &[Named], allow_duplicates: bool) -> Result<Vec<String>, String> 
 /// Add the numbers of `from` into `into`, key by key (both flat objects of counts).
 fn add_counts(into: &mut Map<String, Value>, from: &Value) {
     for (k, v) in from.as_object().into_iter().flatten() {
+        if v.is_object() {
+            // Counts by name (`connections.tls_ciphers`) add up name by name.
+            let sub = into
+                .entry(k.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(sub) = sub.as_object_mut() {
+                add_counts(sub, v);
+            }
+            continue;
+        }
         let sum = into.get(k).and_then(Value::as_u64).unwrap_or(0) + v.as_u64().unwrap_or(0);
         into.insert(k.clone(), sum.into());
     }
@@ -669,6 +679,20 @@ mod tests {
         };
         assert_eq!(m["timeline"][1]["p50_us"], highest("p50_us"));
         assert_eq!(m["timeline"][1]["p99_us"], highest("p99_us"));
+    }
+
+    #[test]
+    fn counts_by_name_add_up_name_by_name() {
+        let mut sum = Map::new();
+        add_counts(&mut sum, &json!({"opened": 2, "tls_ciphers": {"A": 1}}));
+        add_counts(
+            &mut sum,
+            &json!({"opened": 3, "tls_ciphers": {"A": 2, "B": 1}}),
+        );
+        assert_eq!(
+            Value::Object(sum),
+            json!({"opened": 5, "tls_ciphers": {"A": 3, "B": 1}})
+        );
     }
 
     #[test]

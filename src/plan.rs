@@ -147,6 +147,11 @@ pub struct TlsPlan {
     pub cert: Option<PathBuf>,
     /// Sessions are resumed on reconnects (not `--no-tls-resume`).
     pub resume: bool,
+    /// `--tls-version`, `--tls-ciphers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<crate::tls::Version>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ciphers: Option<Vec<String>>,
     #[serde(skip)]
     pub config: std::sync::Arc<rustls::ClientConfig>,
     #[serde(skip)]
@@ -742,6 +747,8 @@ impl Spec {
             (args.insecure, "--insecure"),
             (args.cert.is_some(), "--cert"),
             (args.no_tls_resume, "--no-tls-resume"),
+            (args.tls_version.is_some(), "--tls-version"),
+            (args.tls_ciphers.is_some(), "--tls-ciphers"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag));
@@ -760,6 +767,18 @@ impl Spec {
                     cert: args.cert.clone(),
                     key: args.key.clone(),
                     resume: !args.no_tls_resume,
+                    version: args
+                        .tls_version
+                        .as_deref()
+                        .map(crate::tls::Version::parse)
+                        .transpose()
+                        .map_err(PlanError)?,
+                    ciphers: args
+                        .tls_ciphers
+                        .as_deref()
+                        .map(crate::tls::parse_ciphers)
+                        .transpose()
+                        .map_err(PlanError)?,
                 })
             }
         };
@@ -869,6 +888,8 @@ impl Spec {
                 cacert: o.cacert.clone(),
                 cert: o.cert.clone(),
                 resume: o.resume,
+                version: o.version,
+                ciphers: o.ciphers.clone(),
                 config: std::sync::Arc::new(crate::tls::client_config(o).map_err(PlanError)?),
                 server_name: crate::tls::server_name(&self.target.host).map_err(PlanError)?,
             }),

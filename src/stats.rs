@@ -249,6 +249,8 @@ pub struct Counters {
     /// `https://`: handshakes completed, and those of them that resumed a session.
     pub tls_handshakes: u64,
     pub tls_resumed: u64,
+    /// `https://`: handshakes by the cipher suite negotiated (index into `tls::SUITES`).
+    pub tls_suites: [u64; crate::tls::SUITE_COUNT],
     /// LLM: generated tokens (the server's count when it gives one, else token events).
     pub tokens: u64,
     /// LLM: responses whose token count came from the server, and from counting events.
@@ -291,6 +293,7 @@ impl Default for Counters {
             unsolicited: 0,
             tls_handshakes: 0,
             tls_resumed: 0,
+            tls_suites: [0; crate::tls::SUITE_COUNT],
             tokens: 0,
             tokens_by_server: 0,
             tokens_by_events: 0,
@@ -380,7 +383,8 @@ impl Counters {
             .iter_mut()
             .zip(&other.errors)
             .chain(self.status.iter_mut().zip(&other.status))
-            .chain(self.done_reasons.iter_mut().zip(&other.done_reasons));
+            .chain(self.done_reasons.iter_mut().zip(&other.done_reasons))
+            .chain(self.tls_suites.iter_mut().zip(&other.tls_suites));
         for (mine, theirs) in arrays {
             f(mine, *theirs);
         }

@@ -18,7 +18,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{
     ClientConfig, ConnectionCommon, DigitallySignedStruct, RootCertStore, ServerConfig, SideData,
-    SignatureScheme,
+    SignatureScheme, SupportedCipherSuite,
 };
 
 use crate::rt::Stream;
@@ -44,6 +44,85 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
+/// The cipher suites blast can offer: the ring provider's, TLS 1.3 first.
+#[allow(deprecated)]
+pub static SUITES: &[SupportedCipherSuite] = rustls::crypto::ring::ALL_CIPHER_SUITES;
+
+/// How many suites `SUITES` holds (the size of the negotiated-suite counters).
+#[allow(deprecated)]
+pub const SUITE_COUNT: usize = rustls::crypto::ring::ALL_CIPHER_SUITES.len();
+
+/// A suite's IANA name (what OpenSSL calls a TLS 1.3 suite too): `TLS_AES_128_GCM_SHA256`,
+/// `TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256`. rustls spells the TLS 1.3 ones `TLS13_...`.
+pub fn suite_name(suite: SupportedCipherSuite) -> String {
+    let name = format!("{:?}", suite.suite());
+    match name.strip_prefix("TLS13_") {
+        Some(rest) => format!("TLS_{rest}"),
+        None => name,
+    }
+}
+
+/// Where a negotiated suite stands in `SUITES` (the index of its counter).
+pub fn suite_index(suite: SupportedCipherSuite) -> Option<usize> {
+    SUITES.iter().position(|s| s.suite() == suite.suite())
+}
+
+/// `--tls-ciphers A,B,...`: the suites to offer, in that order, by IANA or rustls name.
+pub fn parse_ciphers(list: &str) -> Result<Vec<String>, String> {
+    let mut names = Vec::new();
+    for raw in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let wanted = raw.to_ascii_uppercase().replacen("TLS13_", "TLS_", 1);
+        let Some(suite) = SUITES.iter().find(|s| suite_name(**s) == wanted) else {
+            let known: Vec<String> = SUITES.iter().map(|s| suite_name(*s)).collect();
+            return Err(format!(
+                "--tls-ciphers {raw}: not a cipher suite blast offers (one of {})",
+                known.join(", ")
+            ));
+        };
+        let name = suite_name(*suite);
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    if names.is_empty() {
+        return Err("--tls-ciphers: no cipher suite given".into());
+    }
+    Ok(names)
+}
+
+/// `--tls-version`: the one TLS version to offer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum Version {
+    #[serde(rename = "1.2")]
+    Tls12,
+    #[serde(rename = "1.3")]
+    Tls13,
+}
+
+impl Version {
+    pub fn parse(raw: &str) -> Result<Version, String> {
+        match raw.trim().to_ascii_lowercase().trim_start_matches("tlsv") {
+            "1.2" => Ok(Version::Tls12),
+            "1.3" => Ok(Version::Tls13),
+            _ => Err(format!("--tls-version {raw}: expected 1.2 or 1.3")),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Version::Tls12 => "1.2",
+            Version::Tls13 => "1.3",
+        }
+    }
+
+    fn rustls(self) -> &'static rustls::SupportedProtocolVersion {
+        match self {
+            Version::Tls12 => &rustls::version::TLS12,
+            Version::Tls13 => &rustls::version::TLS13,
+        }
+    }
+}
+
 /// What the command line says about TLS for an `https://` target.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ClientOptions {
@@ -56,6 +135,11 @@ pub struct ClientOptions {
     pub key: Option<PathBuf>,
     /// Resume sessions on reconnects (the default).
     pub resume: bool,
+    /// `--tls-version`: only this version (else 1.3 and 1.2).
+    pub version: Option<Version>,
+    /// `--tls-ciphers`: these suites, in this order (names from `parse_ciphers`; else all
+    /// of `SUITES`).
+    pub ciphers: Option<Vec<String>>,
 }
 
 fn read_certs(what: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -107,10 +191,26 @@ fn roots(cacert: Option<&Path>) -> Result<RootCertStore, String> {
 /// The client configuration of a run (each shard takes a copy with its own session cache:
 /// `for_shard`). ALPN says http/1.1.
 pub fn client_config(o: &ClientOptions) -> Result<ClientConfig, String> {
-    let provider = provider();
+    let mut provider = provider();
+    if let Some(names) = &o.ciphers {
+        Arc::make_mut(&mut provider).cipher_suites = names
+            .iter()
+            .filter_map(|n| SUITES.iter().find(|s| suite_name(**s) == *n).copied())
+            .collect();
+    }
+    let versions: &[&rustls::SupportedProtocolVersion] = match o.version {
+        Some(v) => &[v.rustls()],
+        None => rustls::DEFAULT_VERSIONS,
+    };
     let builder = ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?;
+        .with_protocol_versions(versions)
+        .map_err(|e| match (&o.ciphers, o.version) {
+            (Some(_), Some(v)) => format!(
+                "--tls-ciphers: none of them is a TLS {} suite (--tls-version)",
+                v.as_str()
+            ),
+            _ => format!("TLS: {e}"),
+        })?;
     let builder = if o.insecure {
         builder
             .dangerous()
@@ -409,8 +509,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Run the handshake to its end (the last flight may still be buffered: it goes out with
-/// the first request): the bytes it wrote and read. A failure is sent to the peer as an
+/// Run the handshake to its end (the last flight may still be buffered: a client's goes
+/// out with its first request, a server must flush its own): the bytes it wrote and read. A failure is sent to the peer as an
 /// alert when rustls has one.
 pub(crate) async fn handshake<D: SideData>(
     conn: &mut ConnectionCommon<D>,

@@ -103,6 +103,8 @@ struct Counts {
     /// SNI and ALPN of the last handshake.
     sni: Mutex<Option<String>>,
     alpn: Mutex<Option<Vec<u8>>>,
+    /// The protocol version and cipher suite of the last handshake (rustls' names).
+    negotiated: Mutex<Option<String>>,
 }
 
 impl Counts {
@@ -164,6 +166,11 @@ fn serve_tls(tcp: TcpStream, config: Arc<rustls::ServerConfig>, c: &Counts, repl
             }
             *c.sni.lock().unwrap() = tls.conn.server_name().map(str::to_string);
             *c.alpn.lock().unwrap() = tls.conn.alpn_protocol().map(<[u8]>::to_vec);
+            *c.negotiated.lock().unwrap() = Some(format!(
+                "{:?} {:?}",
+                tls.conn.protocol_version().unwrap(),
+                tls.conn.negotiated_cipher_suite().unwrap().suite()
+            ));
         }
         buf.extend_from_slice(&chunk[..n]);
         while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -261,6 +268,84 @@ fn keep_alive_requests_over_tls_are_counted_exactly() {
     assert_eq!(
         counts.alpn.lock().unwrap().as_deref(),
         Some(&b"http/1.1"[..])
+    );
+}
+
+/// `--tls-version` and `--tls-ciphers` decide what is offered: the server sees it, and the
+/// result counts the handshakes by the suite negotiated.
+#[test]
+fn tls_version_and_ciphers_are_what_is_offered() {
+    let pki = pki("suites");
+    let (port, counts) = tls_server(server_config(&pki, false));
+    let url = format!("https://127.0.0.1:{port}/");
+    let cases: [(&[&str], &str, &str); 4] = [
+        // The default: TLS 1.3, AES-256-GCM first (the test server follows the client).
+        (
+            &[],
+            "TLSv1_3 TLS13_AES_256_GCM_SHA384",
+            "TLS_AES_256_GCM_SHA384",
+        ),
+        (
+            &[
+                "--tls-ciphers",
+                "tls13_aes_128_gcm_sha256,TLS_AES_256_GCM_SHA384",
+            ],
+            "TLSv1_3 TLS13_AES_128_GCM_SHA256",
+            "TLS_AES_128_GCM_SHA256",
+        ),
+        (
+            &["--tls-version", "1.2"],
+            "TLSv1_2 TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ),
+        (
+            &[
+                "--tls-version",
+                "TLSv1.2",
+                "--tls-ciphers",
+                "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            ],
+            "TLSv1_2 TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ];
+    for (extra, server_saw, reported) in cases {
+        let mut args = vec![&url[..], "--cacert", pki.ca.path_str()];
+        args.extend_from_slice(&["--cores", "1", "--conns", "1", "--requests", "2"]);
+        args.extend_from_slice(extra);
+        let (out, doc) = blast_json(&args);
+        assert_exit(&out, 0);
+        assert_no_errors(&doc);
+        assert_eq!(
+            counts.negotiated.lock().unwrap().as_deref(),
+            Some(server_saw),
+            "{extra:?}"
+        );
+        assert_eq!(
+            at(&doc, "connections.tls_ciphers"),
+            &serde_json::json!({ reported: 1 }),
+            "{extra:?}"
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains(&format!("1 TLS handshakes (0 resumed; {reported})")),
+            "{text}"
+        );
+    }
+    let (_, doc) = blast_json(&[
+        &url,
+        "-k",
+        "--tls-version",
+        "1.3",
+        "--tls-ciphers",
+        "TLS_AES_128_GCM_SHA256",
+        "--requests",
+        "1",
+    ]);
+    assert_eq!(at(&doc, "config.tls.version"), "1.3");
+    assert_eq!(
+        at(&doc, "config.tls.ciphers"),
+        &serde_json::json!(["TLS_AES_128_GCM_SHA256"])
     );
 }
 
@@ -564,6 +649,29 @@ fn bad_tls_options_are_refused_before_the_run() {
             vec![&https, "-k", "-H", "Connection: close", "--pipeline", "4"],
             "Connection: close",
         ),
+        (
+            vec![&http, "--tls-version", "1.3"],
+            "applies to an https:// URL",
+        ),
+        (
+            vec![&https, "-k", "--tls-version", "1.1"],
+            "expected 1.2 or 1.3",
+        ),
+        (
+            vec![&https, "-k", "--tls-ciphers", "RC4-MD5"],
+            "not a cipher suite blast offers (one of TLS_AES_256_GCM_SHA384,",
+        ),
+        (
+            vec![
+                &https,
+                "-k",
+                "--tls-version",
+                "1.2",
+                "--tls-ciphers",
+                "TLS_AES_128_GCM_SHA256",
+            ],
+            "none of them is a TLS 1.2 suite",
+        ),
     ];
     for (args, want) in cases {
         let run = common::run_blast(&args);
@@ -661,6 +769,31 @@ fn the_mock_serves_tls_end_to_end() {
     assert_no_errors(&doc);
     assert_eq!(num(&doc, "connections.tls_handshakes"), 10);
     assert_eq!(num(&doc, "connections.tls_resumed"), 9, "{doc:#}");
+
+    // TLS 1.2, whose client waits for the server's Finished before it sends a request (the
+    // mock once left it buffered: every handshake timed out), resumed by ticket too.
+    let (out, doc) = blast_json(&[
+        &url,
+        "--cacert",
+        pki.ca.path_str(),
+        "--tls-version",
+        "1.2",
+        "-H",
+        "Connection: close",
+        "--conns",
+        "1",
+        "--cores",
+        "1",
+        "--requests",
+        "10",
+    ]);
+    assert_exit(&out, 0);
+    assert_no_errors(&doc);
+    assert_eq!(num(&doc, "connections.tls_resumed"), 9, "{doc:#}");
+    assert_eq!(
+        at(&doc, "connections.tls_ciphers"),
+        &serde_json::json!({"TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384": 10})
+    );
 
     // The mock's TLS port asked in plain HTTP: its alert names the cause.
     let url = format!("http://127.0.0.1:{}/api/version", mock.port);

@@ -474,6 +474,9 @@ impl Conn {
         if conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
             counters.tls_resumed += 1;
         }
+        if let Some(i) = conn.negotiated_cipher_suite().and_then(tls::suite_index) {
+            counters.tls_suites[i] += 1;
+        }
         Ok(conn)
     }
 

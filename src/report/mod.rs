@@ -48,6 +48,9 @@ pub struct Connections {
     pub tls_handshakes: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_resumed: Option<u64>,
+    /// `https://` only: handshakes by the cipher suite negotiated (IANA names).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ciphers: Option<BTreeMap<String, u64>>,
 }
 
 /// Open loop: did blast send what it was asked to? If not, the latencies describe blast's
@@ -464,6 +467,14 @@ impl Report {
                 unsolicited: totals.unsolicited,
                 tls_handshakes: plan.tls.as_ref().map(|_| totals.tls_handshakes),
                 tls_resumed: plan.tls.as_ref().map(|_| totals.tls_resumed),
+                tls_ciphers: plan.tls.as_ref().map(|_| {
+                    crate::tls::SUITES
+                        .iter()
+                        .zip(totals.tls_suites)
+                        .filter(|(_, n)| *n > 0)
+                        .map(|(s, n)| (crate::tls::suite_name(*s), n))
+                        .collect()
+                }),
             },
             client_cpu_us_per_request: if totals.completed > 0 {
                 cost.cpu.as_secs_f64() * 1e6 / totals.completed as f64

@@ -1,5 +1,6 @@
 //! The human summary (stdout) and the live line (stderr).
 
+use std::collections::BTreeMap;
 use std::io::{self, Write};
 
 use super::Report;
@@ -155,7 +156,10 @@ pub fn write(w: &mut impl Write, r: &Report) -> io::Result<()> {
         r.connections.opened,
         r.connections.reconnects,
         match (r.connections.tls_handshakes, r.connections.tls_resumed) {
-            (Some(h), Some(res)) => format!(", {h} TLS handshakes ({res} resumed)"),
+            (Some(h), Some(res)) => format!(
+                ", {h} TLS handshakes ({res} resumed{})",
+                tls_ciphers(r.connections.tls_ciphers.as_ref())
+            ),
             _ => String::new(),
         }
     )?;
@@ -339,6 +343,23 @@ pub fn live_line(row: &TimelineRow, total_s: Option<f64>) -> String {
         fmt_us(row.p50_us as f64),
         fmt_us(row.p99_us as f64),
     )
+}
+
+/// The suites the handshakes negotiated, for the Connections line: `; TLS_AES_256_GCM_SHA384`,
+/// with counts when there were several.
+fn tls_ciphers(ciphers: Option<&BTreeMap<String, u64>>) -> String {
+    let Some(ciphers) = ciphers.filter(|c| !c.is_empty()) else {
+        return String::new();
+    };
+    let names: Vec<String> = if ciphers.len() == 1 {
+        ciphers.keys().cloned().collect()
+    } else {
+        ciphers
+            .iter()
+            .map(|(name, n)| format!("{name} x{n}"))
+            .collect()
+    };
+    format!("; {}", names.join(", "))
 }
 
 #[cfg(test)]
