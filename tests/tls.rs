@@ -226,6 +226,17 @@ fn plain_400_server() -> u16 {
     port
 }
 
+/// `blast_json` of `url` trusting `pki`'s CA (`--cacert`), with `args` after.
+fn blast_trusting(
+    pki: &Pki,
+    url: &str,
+    args: &[&str],
+) -> (std::process::Output, serde_json::Value) {
+    let mut all = vec![url, "--cacert", pki.ca.path_str()];
+    all.extend_from_slice(args);
+    blast_json(&all)
+}
+
 fn tls_messages(doc: &serde_json::Value) -> String {
     at(doc, "error_messages")
         .get("tls")
@@ -238,17 +249,7 @@ fn keep_alive_requests_over_tls_are_counted_exactly() {
     let pki = pki("keepalive");
     let (port, counts) = tls_server(server_config(&pki, false));
     let url = format!("https://localhost:{port}/x");
-    let (out, doc) = blast_json(&[
-        &url,
-        "--cacert",
-        pki.ca.path_str(),
-        "-n",
-        "4",
-        "-c",
-        "1",
-        "--requests",
-        "300",
-    ]);
+    let (out, doc) = blast_trusting(&pki, &url, &["-n", "4", "-c", "1", "--requests", "300"]);
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_balanced(&doc);
@@ -310,10 +311,9 @@ fn tls_version_and_ciphers_are_what_is_offered() {
         ),
     ];
     for (extra, server_saw, reported) in cases {
-        let mut args = vec![&url[..], "--cacert", pki.ca.path_str()];
-        args.extend_from_slice(&["--cores", "1", "--conns", "1", "--requests", "2"]);
+        let mut args = vec!["--cores", "1", "--conns", "1", "--requests", "2"];
         args.extend_from_slice(extra);
-        let (out, doc) = blast_json(&args);
+        let (out, doc) = blast_trusting(&pki, &url, &args);
         assert_exit(&out, 0);
         assert_no_errors(&doc);
         assert_eq!(
@@ -373,19 +373,11 @@ fn an_open_loop_over_tls_sends_its_schedule() {
     let pki = pki("openloop");
     let (port, counts) = tls_server(server_config(&pki, false));
     let url = format!("https://127.0.0.1:{port}/");
-    let (out, doc) = blast_json(&[
+    let (out, doc) = blast_trusting(
+        &pki,
         &url,
-        "--cacert",
-        pki.ca.path_str(),
-        "-n",
-        "4",
-        "-c",
-        "1",
-        "--rate",
-        "100",
-        "-d",
-        "1s",
-    ]);
+        &["-n", "4", "-c", "1", "--rate", "100", "-d", "1s"],
+    );
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_balanced(&doc);
@@ -399,25 +391,21 @@ fn connection_close_makes_a_handshake_per_request_and_resumes_sessions() {
     let pki = pki("close");
     let (port, counts) = tls_server(server_config(&pki, false));
     let url = format!("https://127.0.0.1:{port}/");
-    let args = |extra: &[&'static str]| {
+    let run = |extra: &[&str]| {
         let mut a = vec![
-            url.clone(),
-            "--cacert".into(),
-            pki.ca.path_str().to_string(),
-            "-H".into(),
-            "Connection: close".into(),
-            "-n".into(),
-            "2".into(),
-            "-c".into(),
-            "1".into(),
-            "--requests".into(),
-            "40".into(),
+            "-H",
+            "Connection: close",
+            "-n",
+            "2",
+            "-c",
+            "1",
+            "--requests",
+            "40",
         ];
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
+        a.extend_from_slice(extra);
+        blast_trusting(&pki, &url, &a)
     };
-    let a = args(&[]);
-    let (out, doc) = blast_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (out, doc) = run(&[]);
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_eq!(num(&doc, "requests.ok"), 40);
@@ -437,8 +425,7 @@ fn connection_close_makes_a_handshake_per_request_and_resumes_sessions() {
 
     // --no-tls-resume: every handshake is a full one.
     let before = counts.get(&counts.resumed);
-    let a = args(&["--no-tls-resume"]);
-    let (out, doc) = blast_json(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (out, doc) = run(&["--no-tls-resume"]);
     assert_exit(&out, 0);
     assert_eq!(num(&doc, "requests.ok"), 40);
     assert_eq!(num(&doc, "connections.tls_handshakes"), 40);
@@ -484,17 +471,7 @@ fn a_certificate_from_another_ca_is_a_tls_error_and_exit_1() {
     let (server_pki, other) = (pki("server"), pki("other"));
     let (port, counts) = tls_server(server_config(&server_pki, false));
     let url = format!("https://127.0.0.1:{port}/");
-    let (out, doc) = blast_json(&[
-        &url,
-        "--cacert",
-        other.ca.path_str(),
-        "-n",
-        "1",
-        "-c",
-        "1",
-        "--requests",
-        "3",
-    ]);
+    let (out, doc) = blast_trusting(&other, &url, &["-n", "1", "-c", "1", "--requests", "3"]);
     assert_exit(&out, 1);
     assert_balanced(&doc);
     assert_eq!(num(&doc, "errors.tls"), 3);
@@ -572,38 +549,28 @@ fn client_certificates_are_presented_when_given() {
     let (port, counts) = tls_server(server_config(&pki, true));
     let url = format!("https://127.0.0.1:{port}/");
     let (cert, key) = client_cert(&pki);
-    let ca = pki.ca.path_str();
-    let (out, doc) = blast_json(&[
+    let (out, doc) = blast_trusting(
+        &pki,
         &url,
-        "--cacert",
-        ca,
-        "--cert",
-        cert.path_str(),
-        "--key",
-        key.path_str(),
-        "-n",
-        "1",
-        "-c",
-        "1",
-        "--requests",
-        "5",
-    ]);
+        &[
+            "--cert",
+            cert.path_str(),
+            "--key",
+            key.path_str(),
+            "-n",
+            "1",
+            "-c",
+            "1",
+            "--requests",
+            "5",
+        ],
+    );
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_eq!(counts.get(&counts.requests), 5);
     // Without one, the server refuses the handshake (TLS 1.3: the client learns it from
     // the server's alert, on its first read).
-    let (out, doc) = blast_json(&[
-        &url,
-        "--cacert",
-        ca,
-        "-n",
-        "1",
-        "-c",
-        "1",
-        "--requests",
-        "2",
-    ]);
+    let (out, doc) = blast_trusting(&pki, &url, &["-n", "1", "-c", "1", "--requests", "2"]);
     assert_exit(&out, 1);
     assert_eq!(num(&doc, "errors.tls"), 2, "{doc:#}");
     assert!(tls_messages(&doc).contains("alert"), "{doc:#}");
@@ -752,19 +719,20 @@ fn the_mock_serves_tls_end_to_end() {
 
     // Handshakes on purpose, resumed with the mock's session tickets.
     let url = format!("https://localhost:{}/api/version", mock.port);
-    let (out, doc) = blast_json(&[
+    let (out, doc) = blast_trusting(
+        &pki,
         &url,
-        "--cacert",
-        pki.ca.path_str(),
-        "-H",
-        "Connection: close",
-        "-n",
-        "1",
-        "-c",
-        "1",
-        "--requests",
-        "10",
-    ]);
+        &[
+            "-H",
+            "Connection: close",
+            "-n",
+            "1",
+            "-c",
+            "1",
+            "--requests",
+            "10",
+        ],
+    );
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_eq!(num(&doc, "connections.tls_handshakes"), 10);
@@ -772,21 +740,22 @@ fn the_mock_serves_tls_end_to_end() {
 
     // TLS 1.2, whose client waits for the server's Finished before it sends a request (the
     // mock once left it buffered: every handshake timed out), resumed by ticket too.
-    let (out, doc) = blast_json(&[
+    let (out, doc) = blast_trusting(
+        &pki,
         &url,
-        "--cacert",
-        pki.ca.path_str(),
-        "--tls-version",
-        "1.2",
-        "-H",
-        "Connection: close",
-        "--conns",
-        "1",
-        "--cores",
-        "1",
-        "--requests",
-        "10",
-    ]);
+        &[
+            "--tls-version",
+            "1.2",
+            "-H",
+            "Connection: close",
+            "--conns",
+            "1",
+            "--cores",
+            "1",
+            "--requests",
+            "10",
+        ],
+    );
     assert_exit(&out, 0);
     assert_no_errors(&doc);
     assert_eq!(num(&doc, "connections.tls_resumed"), 9, "{doc:#}");
