@@ -10,17 +10,17 @@ mod common;
 
 use common::doc::*;
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
+use std::process::{Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::AtomicBool;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use common::{blast, blast_json, closed_port, run_blast, SeenRequest as Received, TempFile};
+use common::{blast, blast_json, closed_port, run_blast, Mock, SeenRequest as Received, TempFile};
 
 const MS: fn(u64) -> Duration = Duration::from_millis;
 
@@ -893,98 +893,6 @@ fn goodput_counts_requests_within_the_ttft_objective() {
 // ---------------------------------------------------------------------------------------
 // 8. blast mock
 // ---------------------------------------------------------------------------------------
-
-/// `blast mock` running as a child process on a free loopback port; killed when dropped.
-struct Mock {
-    child: Child,
-    port: u16,
-}
-
-impl Mock {
-    /// `options`: the mock's, separated by spaces.
-    fn start(options: &str) -> Mock {
-        for attempt in 0..2 {
-            let port = closed_port();
-            let listen = format!("127.0.0.1:{port}");
-            let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
-                .args(["mock", "--listen", &listen])
-                .args(options.split_whitespace())
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("cannot spawn blast mock");
-            // The mock says "listening on ..." once it is bound and serving. (Probing the
-            // port instead could reach whatever else took it after `closed_port`.)
-            let lines = stderr_lines(child.stderr.take().expect("piped stderr"));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut said = String::new();
-            loop {
-                match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                    Ok(line) if line.contains("listening on") => return Mock { child, port },
-                    Ok(line) => said.push_str(&line),
-                    Err(mpsc::RecvTimeoutError::Disconnected) => {
-                        let status = child.wait().expect("wait for blast mock");
-                        if attempt == 0 && said.contains("cannot listen") {
-                            break; // the port was taken meanwhile: try another
-                        }
-                        panic!("blast mock exited ({status}) before serving:\n{said}");
-                    }
-                    Err(mpsc::RecvTimeoutError::Timeout) => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        panic!("blast mock did not start on {listen} within 5 s:\n{said}");
-                    }
-                }
-            }
-        }
-        unreachable!("the second attempt returns or panics");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Mock {
-    /// Ctrl-C, and how the mock exited if it did within `limit`.
-    fn interrupt(&mut self, limit: Duration) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            return Some(status);
-        }
-        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
-        let deadline = Instant::now() + limit;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            thread::sleep(MS(10));
-        }
-        None
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        // Ctrl-C first (the mock stops cleanly), then SIGKILL if it lingers.
-        if self.interrupt(Duration::from_secs(3)).is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// The lines a child writes to stderr, read (until it exits) by a thread of their own.
-fn stderr_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line); // keep draining even once nobody listens
-        }
-    });
-    rx
-}
 
 /// A response read off the wire, its body de-chunked.
 struct RawResponse {

@@ -6,14 +6,14 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::doc::{assert_balanced, assert_exit, assert_no_errors, at, num};
-use common::{blast_json, closed_port, TempFile};
+use common::{blast_json, closed_port, Mock, TempFile};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -652,44 +652,16 @@ fn bad_tls_options_are_refused_before_the_run() {
     }
 }
 
-/// `blast mock --tls-cert/--tls-key`, on a free port: the child and its port.
-struct Mock {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// `blast mock --tls-cert/--tls-key` on a free port.
 fn tls_mock(pki: &Pki) -> Mock {
-    let port = closed_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_blast"))
-        .args([
-            "mock",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--cores",
-            "1",
-            "--tls-cert",
-            pki.cert.path_str(),
-            "--tls-key",
-            pki.key.path_str(),
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn blast mock");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "blast mock did not listen");
-        thread::sleep(Duration::from_millis(20));
-    }
-    Mock { child, port }
+    Mock::start_with(&[
+        "--cores",
+        "1",
+        "--tls-cert",
+        pki.cert.path_str(),
+        "--tls-key",
+        pki.key.path_str(),
+    ])
 }
 
 #[test]

@@ -5,13 +5,13 @@
 
 pub mod doc;
 
-use std::io::{self, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Output, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -1060,4 +1060,105 @@ pub fn signal_after(
         err.join().unwrap(),
         took,
     )
+}
+
+/// `blast mock` running as a child process on a free loopback port; killed when dropped.
+pub struct Mock {
+    child: Child,
+    pub port: u16,
+}
+
+impl Mock {
+    /// `options`: the mock's, separated by spaces.
+    pub fn start(options: &str) -> Mock {
+        Mock::start_with(&options.split_whitespace().collect::<Vec<_>>())
+    }
+
+    /// `args`: the mock's options, one per item (paths may hold spaces).
+    pub fn start_with(args: &[&str]) -> Mock {
+        for attempt in 0..2 {
+            let port = closed_port();
+            let listen = format!("127.0.0.1:{port}");
+            let mut child = Command::new(env!("CARGO_BIN_EXE_blast"))
+                .args(["mock", "--listen", &listen])
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("cannot spawn blast mock");
+            // The mock says "listening on ..." once it is bound and serving. (Probing the
+            // port instead could reach whatever else took it after `closed_port`.)
+            let lines = stderr_lines(child.stderr.take().expect("piped stderr"));
+            let deadline = Instant::now() + Duration::from_secs(5);
+            let mut said = String::new();
+            loop {
+                match lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                    Ok(line) if line.contains("listening on") => return Mock { child, port },
+                    Ok(line) => said.push_str(&line),
+                    Err(mpsc::RecvTimeoutError::Disconnected) => {
+                        let status = child.wait().expect("wait for blast mock");
+                        if attempt == 0 && said.contains("cannot listen") {
+                            break; // the port was taken meanwhile: try another
+                        }
+                        panic!("blast mock exited ({status}) before serving:\n{said}");
+                    }
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        panic!("blast mock did not start on {listen} within 5 s:\n{said}");
+                    }
+                }
+            }
+        }
+        unreachable!("the second attempt returns or panics");
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Mock {
+    /// Ctrl-C, and how the mock exited if it did within `limit`.
+    pub fn interrupt(&mut self, limit: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGINT) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        // Ctrl-C first (the mock stops cleanly), then SIGKILL if it lingers.
+        if self.interrupt(Duration::from_secs(3)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The lines a child writes to stderr, read (until it exits) by a thread of their own.
+fn stderr_lines(stderr: ChildStderr) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line); // keep draining even once nobody listens
+        }
+    });
+    rx
 }
